@@ -1,0 +1,411 @@
+"""The grammar IR: what every front-end (Lark, GBNF, regex, JSON Schema) produces.
+
+A :class:`Grammar` is a set of named rules and a start rule. A rule body is an :class:`Expr`
+tree: sequences, alternatives, bounded or unbounded repetition, literals, character or byte
+sets, references to other rules, and precompiled byte automata (for regex constructs that
+only an automaton expresses, such as lookarounds or leftmost-first match semantics).
+
+Everything is immutable and hashable, so passes can memoize on nodes. Text is Unicode in
+:class:`CharSet` and bytes everywhere else; :mod:`grammask.grammar.passes` lowers character
+sets to UTF-8 byte sequences, so that the automata only ever see bytes.
+
+Build expressions with the helpers at the bottom (:func:`seq`, :func:`alt`, :func:`rep`,
+:func:`lit`, :func:`chars`...): they flatten and simplify, so front-ends need not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence
+
+from ..errors import GrammarError
+
+MAX_UNICODE = 0x10FFFF
+_SURROGATES = (0xD800, 0xDFFF)
+
+
+class Expr:
+    """Base class of IR expressions. Subclasses are frozen dataclasses."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Empty(Expr):
+    """Matches the empty string."""
+
+
+@dataclass(frozen=True, slots=True)
+class Nothing(Expr):
+    """Matches no string at all (the empty language)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Literal(Expr):
+    """Matches exactly these bytes (UTF-8 for text). Never empty: use :class:`Empty`."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ByteSet(Expr):
+    """Matches one byte in any of the inclusive ranges (sorted, disjoint, non-adjacent)."""
+
+    ranges: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CharSet(Expr):
+    """Matches one Unicode scalar value (encoded as UTF-8) in any of the inclusive code point
+    ranges (sorted, disjoint, non-adjacent, surrogates excluded)."""
+
+    ranges: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Seq(Expr):
+    """Matches the concatenation of its items (two or more)."""
+
+    items: tuple[Expr, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Alt(Expr):
+    """Matches any one of its items (two or more). Order carries no meaning."""
+
+    items: tuple[Expr, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Repeat(Expr):
+    """Matches ``item`` repeated between ``min`` and ``max`` times (``max=None``: unbounded)."""
+
+    item: Expr
+    min: int
+    max: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Ref(Expr):
+    """Matches what the rule ``name`` matches."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Automaton(Expr):
+    """Matches the language of a precompiled deterministic byte automaton.
+
+    ``edges[s]`` lists ``(lo, hi, target)`` byte-range transitions of state ``s`` (disjoint
+    ranges); ``accepting[s]`` says whether ``s`` is final. Equality is identity: two automata
+    built separately are different nodes even when their languages are equal.
+    """
+
+    start: int
+    edges: tuple[tuple[tuple[int, int, int], ...], ...]
+    accepting: tuple[bool, ...]
+    label: str = field(default="automaton", compare=False)
+
+
+@dataclass(frozen=True)
+class Grammar:
+    """A grammar: named rules and the rule the language starts from.
+
+    ``rules`` keeps insertion order. Rule names are free-form strings; front-ends are
+    responsible for keeping the names they generate apart from the user's.
+    """
+
+    rules: Mapping[str, Expr]
+    start: str
+
+    def __post_init__(self) -> None:
+        if self.start not in self.rules:
+            raise GrammarError(f"start rule {self.start!r} is not defined")
+
+    # Front-end entry points; imported lazily so that this module stays a leaf.
+    @staticmethod
+    def from_lark(text: str, *, start: str | None = None) -> "Grammar":
+        """Parse a grammar in Lark syntax. Raises :class:`GrammarError`."""
+        from .ebnf import grammar_from_lark
+
+        return grammar_from_lark(text, start=start)
+
+    @staticmethod
+    def from_gbnf(text: str, *, start: str | None = None) -> "Grammar":
+        """Parse a grammar in GBNF (llama.cpp) syntax. Raises :class:`GrammarError`."""
+        from .gbnf import grammar_from_gbnf
+
+        return grammar_from_gbnf(text, start=start)
+
+    @staticmethod
+    def from_regex(pattern: str, *, flags: int = 0) -> "Grammar":
+        """A grammar whose language is the strings ``re.fullmatch(pattern, s)`` accepts."""
+        from .regex import regex_to_expr
+
+        return Grammar({"root": regex_to_expr(pattern, flags=flags)}, "root")
+
+    @staticmethod
+    def from_json_schema(schema, **options) -> "Grammar":
+        """A grammar for the JSON texts that validate against ``schema``.
+
+        Options are those of :meth:`grammask.GrammarCompiler.compile_json_schema`.
+        """
+        from .json_schema import grammar_from_json_schema
+
+        return grammar_from_json_schema(schema, **options)
+
+    def __str__(self) -> str:
+        return "\n".join(f"{name} ::= {to_text(body)}" for name, body in self.rules.items())
+
+
+# --------------------------------------------------------------------------- construction
+
+
+EMPTY = Empty()
+NOTHING = Nothing()
+
+
+def lit(text: str | bytes) -> Expr:
+    """A literal; text is encoded as UTF-8. The empty literal is :data:`EMPTY`."""
+    data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+    return Literal(data) if data else EMPTY
+
+
+def seq(*items: Expr | Iterable[Expr]) -> Expr:
+    """Concatenation, flattened: adjacent literals merge, Empty vanishes, Nothing absorbs."""
+    flat: list[Expr] = []
+    for item in _flatten(items):
+        if isinstance(item, Nothing):
+            return NOTHING
+        if isinstance(item, Empty):
+            continue
+        if isinstance(item, Seq):
+            parts = item.items
+        else:
+            parts = (item,)
+        for part in parts:
+            if isinstance(part, Literal) and flat and isinstance(flat[-1], Literal):
+                flat[-1] = Literal(flat[-1].data + part.data)
+            else:
+                flat.append(part)
+    if not flat:
+        return EMPTY
+    if len(flat) == 1:
+        return flat[0]
+    return Seq(tuple(flat))
+
+
+def alt(*items: Expr | Iterable[Expr]) -> Expr:
+    """Alternation, flattened and deduplicated (first occurrence kept); Nothing vanishes."""
+    flat: list[Expr] = []
+    seen: set = set()
+    for item in _flatten(items):
+        parts = item.items if isinstance(item, Alt) else (item,)
+        for part in parts:
+            if isinstance(part, Nothing) or part in seen:
+                continue
+            seen.add(part)
+            flat.append(part)
+    if not flat:
+        return NOTHING
+    if len(flat) == 1:
+        return flat[0]
+    return Alt(tuple(flat))
+
+
+def rep(item: Expr, lo: int = 0, hi: int | None = None) -> Expr:
+    """``item`` repeated ``lo`` to ``hi`` times (``hi=None``: unbounded)."""
+    if lo < 0 or (hi is not None and hi < lo):
+        raise GrammarError(f"invalid repetition bounds {{{lo},{hi}}}")
+    if hi == 0:
+        return EMPTY
+    if isinstance(item, Empty):
+        return EMPTY
+    if isinstance(item, Nothing):
+        return EMPTY if lo == 0 else NOTHING
+    if lo == 1 and hi == 1:
+        return item
+    return Repeat(item, lo, hi)
+
+
+def opt(item: Expr) -> Expr:
+    """``item?``"""
+    return rep(item, 0, 1)
+
+
+def star(item: Expr) -> Expr:
+    """``item*``"""
+    return rep(item, 0, None)
+
+
+def plus(item: Expr) -> Expr:
+    """``item+``"""
+    return rep(item, 1, None)
+
+
+def ref(name: str) -> Ref:
+    return Ref(name)
+
+
+def char_ranges(ranges: Iterable[tuple[int, int]]) -> Expr:
+    """One character from the union of inclusive code point ranges (surrogates removed)."""
+    norm = normalize_ranges(ranges, MAX_UNICODE)
+    norm = subtract_ranges(norm, (_SURROGATES,))
+    if not norm:
+        return NOTHING
+    return CharSet(norm)
+
+
+def chars(spec: str) -> Expr:
+    """A character set from a compact spec such as ``"a-zA-Z_"`` (no escapes, no negation)."""
+    ranges = []
+    i = 0
+    while i < len(spec):
+        if i + 2 < len(spec) and spec[i + 1] == "-":
+            ranges.append((ord(spec[i]), ord(spec[i + 2])))
+            i += 3
+        else:
+            ranges.append((ord(spec[i]), ord(spec[i])))
+            i += 1
+    return char_ranges(ranges)
+
+
+def byte_ranges(ranges: Iterable[tuple[int, int]]) -> Expr:
+    """One byte from the union of inclusive byte ranges."""
+    norm = normalize_ranges(ranges, 255)
+    return ByteSet(norm) if norm else NOTHING
+
+
+def any_char() -> Expr:
+    """Any Unicode scalar value."""
+    return char_ranges([(0, MAX_UNICODE)])
+
+
+def negate_chars(ranges: Iterable[tuple[int, int]]) -> Expr:
+    """Any character outside the ranges."""
+    return char_ranges(subtract_ranges(((0, MAX_UNICODE),), normalize_ranges(ranges, MAX_UNICODE)))
+
+
+# --------------------------------------------------------------------------- range algebra
+
+
+def normalize_ranges(ranges: Iterable[tuple[int, int]], top: int) -> tuple[tuple[int, int], ...]:
+    """Sort, clip to ``[0, top]`` and merge overlapping or adjacent inclusive ranges."""
+    items = sorted((max(0, lo), min(top, hi)) for lo, hi in ranges if lo <= hi)
+    out: list[list[int]] = []
+    for lo, hi in items:
+        if lo > hi:
+            continue
+        if out and lo <= out[-1][1] + 1:
+            out[-1][1] = max(out[-1][1], hi)
+        else:
+            out.append([lo, hi])
+    return tuple((lo, hi) for lo, hi in out)
+
+
+def subtract_ranges(
+    ranges: Sequence[tuple[int, int]], minus: Sequence[tuple[int, int]]
+) -> tuple[tuple[int, int], ...]:
+    """``ranges`` minus ``minus``; both normalized."""
+    out = []
+    for lo, hi in ranges:
+        cur = lo
+        for mlo, mhi in minus:
+            if mhi < cur or mlo > hi:
+                continue
+            if mlo > cur:
+                out.append((cur, mlo - 1))
+            cur = max(cur, mhi + 1)
+            if cur > hi:
+                break
+        if cur <= hi:
+            out.append((cur, hi))
+    return tuple(out)
+
+
+def intersect_ranges(
+    a: Sequence[tuple[int, int]], b: Sequence[tuple[int, int]]
+) -> tuple[tuple[int, int], ...]:
+    """Intersection of two normalized range lists."""
+    out = []
+    i = j = 0
+    while i < len(a) and j < len(b):
+        lo = max(a[i][0], b[j][0])
+        hi = min(a[i][1], b[j][1])
+        if lo <= hi:
+            out.append((lo, hi))
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------- inspection
+
+
+def refs_of(expr: Expr) -> set[str]:
+    """Names of the rules ``expr`` refers to."""
+    out: set[str] = set()
+    stack = [expr]
+    while stack:
+        e = stack.pop()
+        if isinstance(e, Ref):
+            out.add(e.name)
+        elif isinstance(e, (Seq, Alt)):
+            stack.extend(e.items)
+        elif isinstance(e, Repeat):
+            stack.append(e.item)
+    return out
+
+
+def to_text(expr: Expr) -> str:
+    """A readable EBNF-like rendering, for messages and debugging."""
+    if isinstance(expr, Empty):
+        return '""'
+    if isinstance(expr, Nothing):
+        return "<nothing>"
+    if isinstance(expr, Literal):
+        return repr(expr.data)[1:]
+    if isinstance(expr, (ByteSet, CharSet)):
+        fmt = (lambda c: f"\\x{c:02x}") if isinstance(expr, ByteSet) else _fmt_char
+        body = "".join(fmt(lo) if lo == hi else f"{fmt(lo)}-{fmt(hi)}" for lo, hi in expr.ranges)
+        return f"[{body}]"
+    if isinstance(expr, Seq):
+        return " ".join(_paren(i, Alt) for i in expr.items)
+    if isinstance(expr, Alt):
+        return " | ".join(to_text(i) for i in expr.items)
+    if isinstance(expr, Repeat):
+        inner = _paren(expr.item, (Alt, Seq))
+        if (expr.min, expr.max) == (0, None):
+            return inner + "*"
+        if (expr.min, expr.max) == (1, None):
+            return inner + "+"
+        if (expr.min, expr.max) == (0, 1):
+            return inner + "?"
+        return f"{inner}{{{expr.min},{'' if expr.max is None else expr.max}}}"
+    if isinstance(expr, Ref):
+        return expr.name
+    if isinstance(expr, Automaton):
+        return f"<{expr.label}: {len(expr.edges)} states>"
+    raise TypeError(f"not an IR expression: {expr!r}")
+
+
+def _fmt_char(c: int) -> str:
+    ch = chr(c)
+    if ch.isprintable() and ch not in "[]-\\^":
+        return ch
+    return f"\\u{{{c:x}}}"
+
+
+def _paren(expr: Expr, kinds) -> str:
+    text = to_text(expr)
+    return f"({text})" if isinstance(expr, kinds) else text
+
+
+def _flatten(items) -> Iterable[Expr]:
+    for item in items:
+        if isinstance(item, Expr):
+            yield item
+        else:
+            yield from item
