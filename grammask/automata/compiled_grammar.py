@@ -1,0 +1,56 @@
+"""CompiledGrammar: a grammar's automata bound to a tokenizer's vocabulary. Immutable."""
+
+from __future__ import annotations
+
+from ..grammar.ir import Grammar
+from .rule_automata import RuleAutomata, build_rule_automata
+from .token_trie import TokenTrie, token_trie_of
+
+
+class CompiledGrammar:
+    """A grammar compiled for one tokenizer. Build it with :class:`grammask.GrammarCompiler`.
+
+    Immutable and thread-safe: any number of :class:`grammask.GrammarMatcher` objects (in any
+    threads) can share one. Picklable.
+    """
+
+    __slots__ = ("_grammar", "_tokenizer_info", "_automata", "__weakref__")
+
+    def __init__(self, grammar: Grammar, tokenizer_info, automata: RuleAutomata | None = None):
+        self._grammar = grammar
+        self._tokenizer_info = tokenizer_info
+        self._automata = automata if automata is not None else build_rule_automata(grammar)
+
+    @property
+    def grammar(self) -> Grammar:
+        """The grammar IR this was compiled from."""
+        return self._grammar
+
+    @property
+    def tokenizer_info(self):
+        """The TokenizerInfo the masks are computed for."""
+        return self._tokenizer_info
+
+    @property
+    def automata(self) -> RuleAutomata:
+        return self._automata
+
+    @property
+    def token_trie(self) -> TokenTrie:
+        return token_trie_of(self._tokenizer_info)
+
+    @property
+    def memory_size_bytes(self) -> int:
+        """Bytes held by this grammar's own arrays (the shared vocabulary trie excluded)."""
+        return int(self._automata.blob.nbytes)
+
+    def __getstate__(self):
+        return (self._grammar, self._tokenizer_info, self._automata)
+
+    def __setstate__(self, state):
+        self._grammar, self._tokenizer_info, self._automata = state
+
+    def __repr__(self) -> str:
+        a = self._automata
+        return (f"CompiledGrammar({len(a.rule_names)} rules, {a.n_states} states, "
+                f"{a.n_classes} byte classes)")

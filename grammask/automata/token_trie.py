@@ -1,0 +1,84 @@
+"""The vocabulary as the mask kernels see it: token byte strings sorted into a flat trie.
+
+Sorting tokens by their bytes puts every token right after its prefixes, so one pass over
+the sorted list visits the vocabulary as a depth-first trie walk: the parser state of a
+shared prefix is reused, and a rejected prefix skips all tokens that extend it.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..mask_kernels.trie import build_lcp, build_skip
+
+
+@dataclass(frozen=True)
+class TokenTrie:
+    """Flat arrays over the tokens a grammar can produce (special tokens left out)."""
+
+    tok_bytes: np.ndarray  # uint8: the sorted tokens' bytes, concatenated
+    tok_ptr: np.ndarray  # int32[n + 1]: token i is tok_bytes[tok_ptr[i]:tok_ptr[i+1]]
+    sorted_ids: np.ndarray  # int32[n]: token id of sorted token i
+    lcp: np.ndarray  # int32[n]: common prefix length with sorted token i - 1
+    skip: np.ndarray  # int32[sum of lengths]: see mask_kernels.trie.build_skip
+    id_ptr: np.ndarray  # int32[vocab_size]: start of token id's bytes in tok_bytes, -1 if none
+    id_len: np.ndarray  # int32[vocab_size]: byte length of token id (0 for special tokens)
+    stop_ids: np.ndarray  # int32: stop token ids
+    vocab_size: int
+
+    @property
+    def memory_size_bytes(self) -> int:
+        return sum(
+            a.nbytes
+            for a in (self.tok_bytes, self.tok_ptr, self.sorted_ids, self.lcp, self.skip,
+                      self.id_ptr, self.id_len, self.stop_ids)
+        )
+
+
+_lock = threading.Lock()
+
+
+def token_trie_of(tokenizer_info) -> TokenTrie:
+    """The (cached) trie of a TokenizerInfo; built once per tokenizer, thread-safe."""
+    trie = getattr(tokenizer_info, "_gm_token_trie", None)
+    if trie is not None:
+        return trie
+    with _lock:
+        trie = getattr(tokenizer_info, "_gm_token_trie", None)
+        if trie is None:
+            trie = build_token_trie(
+                tokenizer_info.decoded_vocab,
+                tokenizer_info.vocab_size,
+                tokenizer_info.special_token_ids,
+                tokenizer_info.stop_token_ids,
+            )
+            object.__setattr__(tokenizer_info, "_gm_token_trie", trie)
+    return trie
+
+
+def build_token_trie(decoded_vocab, vocab_size: int, special_ids, stop_ids) -> TokenTrie:
+    special = set(int(i) for i in special_ids) | set(int(i) for i in stop_ids)
+    ids = [
+        i
+        for i in range(min(len(decoded_vocab), vocab_size))
+        if decoded_vocab[i] and i not in special
+    ]
+    ids.sort(key=decoded_vocab.__getitem__)
+    lengths = np.fromiter((len(decoded_vocab[i]) for i in ids), dtype=np.int64, count=len(ids))
+    tok_ptr = np.zeros(len(ids) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=tok_ptr[1:])
+    tok_bytes = np.frombuffer(b"".join(decoded_vocab[i] for i in ids), dtype=np.uint8).copy()
+    sorted_ids = np.asarray(ids, dtype=np.int32)
+    lcp = build_lcp(tok_bytes, tok_ptr)
+    skip = build_skip(tok_ptr, lcp)
+    id_ptr = np.full(vocab_size, -1, dtype=np.int32)
+    id_len = np.zeros(vocab_size, dtype=np.int32)
+    id_ptr[sorted_ids] = tok_ptr[:-1]
+    id_len[sorted_ids] = lengths
+    stops = np.asarray(sorted(set(int(i) for i in stop_ids if 0 <= int(i) < vocab_size)),
+                       dtype=np.int32)
+    return TokenTrie(tok_bytes, tok_ptr, sorted_ids, lcp, skip, id_ptr, id_len, stops,
+                     int(vocab_size))
