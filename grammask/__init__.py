@@ -14,11 +14,26 @@ from .errors import (
     UnsupportedSchemaError,
 )
 from .grammar.ir import Grammar
+from .automata.compiled_grammar import CompiledGrammar
+from .automata.compiler import GrammarCompiler
+from .automata.matcher import GrammarMatcher
+from .mask_kernels.bitmask import (
+    allocate_token_bitmask,
+    apply_token_bitmask_inplace,
+    bitmask_words as get_bitmask_shape_words,
+    reset_token_bitmask,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CompiledGrammar",
     "Grammar",
+    "GrammarCompiler",
+    "GrammarMatcher",
+    "allocate_token_bitmask",
+    "apply_token_bitmask_inplace",
+    "reset_token_bitmask",
     "GrammaskError",
     "GrammarError",
     "ModelFormatError",
