@@ -13,6 +13,7 @@ from .errors import (
     TokenizerError,
     UnsupportedSchemaError,
 )
+from .automata.tokenizer_info import TokenizerInfo, VocabType
 from .grammar.ir import Grammar
 from .automata.compiled_grammar import CompiledGrammar
 from .automata.compiler import GrammarCompiler
@@ -39,5 +40,7 @@ __all__ = [
     "ModelFormatError",
     "SchemaError",
     "TokenizerError",
+    "TokenizerInfo",
     "UnsupportedSchemaError",
+    "VocabType",
 ]
