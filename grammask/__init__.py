@@ -21,7 +21,7 @@ from .automata.matcher import GrammarMatcher
 from .mask_kernels.bitmask import (
     allocate_token_bitmask,
     apply_token_bitmask_inplace,
-    bitmask_words as get_bitmask_shape_words,
+    get_bitmask_shape,
     reset_token_bitmask,
 )
 
@@ -34,6 +34,7 @@ __all__ = [
     "GrammarMatcher",
     "allocate_token_bitmask",
     "apply_token_bitmask_inplace",
+    "get_bitmask_shape",
     "reset_token_bitmask",
     "GrammaskError",
     "GrammarError",

@@ -17,6 +17,11 @@ def bitmask_words(vocab_size: int) -> int:
     return (int(vocab_size) + 31) // 32
 
 
+def get_bitmask_shape(batch_size: int, vocab_size: int) -> tuple[int, int]:
+    """The shape of a bitmask for ``batch_size`` rows over ``vocab_size`` tokens."""
+    return (int(batch_size), bitmask_words(vocab_size))
+
+
 def allocate_token_bitmask(batch_size: int, vocab_size: int) -> np.ndarray:
     """A ``(batch_size, ceil(vocab_size/32))`` int32 array with every token allowed."""
     if batch_size < 1 or vocab_size < 1:
