@@ -309,6 +309,10 @@ class TokenizerInfo:
         "_stop_token_ids",
         "_special_token_ids",
         "_add_prefix_space",
+        # Derived structures (the token trie) are cached on the instance by the layers that
+        # build them, with object.__setattr__; they are not pickled.
+        "__dict__",
+        "__weakref__",
     )
 
     def __init__(
@@ -455,10 +459,10 @@ class TokenizerInfo:
         )
 
     def __getstate__(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}
+        return {name: getattr(self, name) for name in _STATE}
 
     def __setstate__(self, state: Mapping[str, Any]) -> None:
-        for name in self.__slots__:
+        for name in _STATE:
             object.__setattr__(self, name, state[name])
 
     # --- converters from outside formats (code in grammask.engine_adapter) -------------------
@@ -571,3 +575,6 @@ class TokenizerInfo:
         return tokenizer_info_from_sentencepiece(
             model, vocab_size=vocab_size, stop_token_ids=stop_token_ids
         )
+
+
+_STATE = tuple(name for name in TokenizerInfo.__slots__ if not name.startswith("__"))
