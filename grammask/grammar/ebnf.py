@@ -1,0 +1,606 @@
+"""Lark grammars -> :class:`~grammask.grammar.ir.Grammar`.
+
+The grammar text is parsed by the lark package's own loader (``GrammarBuilder``: it resolves
+``%import``, ``%override``, ``%extend`` and ``%ignore`` and validates names); this module only
+lowers the rule and terminal trees it produces. It does not use Lark's BNF compilation, so
+``x*``, ``x~2..5`` and ``[x]`` stay :class:`~grammask.grammar.ir.Repeat` nodes instead of
+helper rules.
+
+Semantics: the language is the one Lark's Earley parser with ``lexer="dynamic_complete"``
+accepts.
+
+- A terminal's lexemes are the non-empty strings ``s`` that Lark's regex ``R`` for the
+  terminal matches completely from the start: ``re.match(R, s).end() == len(s)``. That is
+  leftmost-first regex semantics, so alternatives and lazy quantifiers matter (``".*?"``
+  stops at its first chance). Plain string literals (also with the ``i`` flag) and
+  ``"a".."z"`` ranges are lowered directly; every other terminal goes through
+  :func:`grammask.grammar.regex.regex_to_expr` with ``semantics="match"``.
+- ``%ignore``: Lark's scanner, at any position where the parser waits for a terminal (and
+  at the end, once the start rule is complete), may skip one match of an ignored terminal,
+  repeatedly. The IR models this as an optional run of ignored lexemes after every terminal
+  and one before the start rule.
+- Rule modifiers (``?rule``, ``_rule``, ``!rule``), aliases and priorities shape Lark's
+  parse tree, not its language, and are dropped.
+
+Residual differences from Lark (all are cases where Lark's scanner looks at the text around
+a lexeme):
+
+- Lark skips an ignored terminal by its single *greedy* match (``re.match`` at that
+  position, no shorter truncations). The IR allows any split of the ignored text. The two
+  agree unless a terminal can start with a character the ignored terminal could also
+  consume: with ``%ignore WS`` and a terminal ``" b"``, the IR accepts ``"a  b"`` as
+  ``"a"``, ``" "``, ``" b"``, while Lark's greedy skip eats both spaces and then fails.
+- Lark matches a terminal at a position of the whole input, so a trailing lookahead,
+  ``$`` or ``\\b`` sees the text after the lexeme; the IR evaluates them as if the lexeme
+  stood alone.
+- Lark refuses terminals that can match the empty string in its dynamic lexers; the IR
+  accepts them and uses their non-empty lexemes.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+
+from ..errors import GrammarError
+from . import line_column, shortest_lengths, source_excerpt
+from .ir import (
+    EMPTY,
+    Alt,
+    CharSet,
+    Expr,
+    Grammar,
+    Literal,
+    alt,
+    char_ranges,
+    lit,
+    opt,
+    plus,
+    ref,
+    rep,
+    seq,
+    star,
+)
+
+__all__ = ["grammar_from_lark", "MAX_REPETITION"]
+
+# Largest repetition count accepted in ``x ~ n..m``: bigger counts make automata (and Lark's
+# own expansion) blow up, and are almost always a mistake.
+MAX_REPETITION = 10_000
+# Guard against templates that instantiate themselves with ever-growing arguments.
+_MAX_TEMPLATE_INSTANCES = 2_000
+
+# Generated rule names: Lark reserves names starting with "__", so these never collide.
+_IGNORE_RULE = "__gm_ignore"
+_START_RULE = "__gm_start"
+
+_RE_FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "l": re.LOCALE,
+             "u": re.UNICODE, "x": re.VERBOSE}
+
+
+def grammar_from_lark(text: str, *, start: str | None = None) -> Grammar:
+    """Parse a grammar in Lark syntax into the IR.
+
+    Args:
+        text: the grammar (rules, terminals, ``%import``, ``%ignore``, templates...).
+        start: the start rule (default ``start``).
+
+    Returns:
+        A :class:`Grammar` whose language is what ``Lark(text, parser="earley",
+        lexer="dynamic_complete", start=start)`` parses (see the module docstring for the
+        exact semantics and the few residual differences).
+
+    Raises:
+        GrammarError: a syntax error (with line and column), an undefined rule or terminal,
+            a missing start rule, ``%declare``, a repetition beyond :data:`MAX_REPETITION`,
+            an unsupported regex, or a start rule whose language is empty.
+    """
+    start = "start" if start is None else start
+    lark_grammar = _load(text)
+    return _Lowering(text, lark_grammar, start).run()
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _load(text: str):
+    from lark.exceptions import GrammarError as LarkGrammarError
+    from lark.exceptions import UnexpectedInput
+    from lark.load_grammar import GrammarBuilder
+
+    if "%declare" in text:
+        _refuse_declare(text)
+    try:
+        builder = GrammarBuilder()
+        builder.load_grammar(text, "<string>")
+        return builder.build()
+    except LarkGrammarError as e:
+        raise GrammarError(_locate_lark_message(text, str(e))) from None
+    except UnexpectedInput as e:
+        raise GrammarError(
+            f"Lark grammar, line {e.line} column {e.column}: unexpected "
+            f"{_describe_unexpected(e)}{source_excerpt(text, e.line, e.column)}"
+        ) from None
+    except OSError as e:
+        raise GrammarError(f"Lark grammar: cannot %import {e.filename or ''!s}: {e.strerror}") \
+            from None
+    except RecursionError:
+        raise GrammarError("Lark grammar is nested too deeply") from None
+
+
+def _refuse_declare(text: str) -> None:
+    m = re.search(r"^[ \t]*%declare\b", text, re.MULTILINE)
+    if m is None:
+        return
+    line, col = line_column(text, m.start() + m.group(0).index("%"))
+    raise GrammarError(
+        f"Lark grammar, line {line} column {col}: %declare is not supported: a declared "
+        "terminal has no pattern (a post-lexer produces it), so no byte-level automaton can "
+        f"match it{source_excerpt(text, line, col)}"
+    )
+
+
+def _describe_unexpected(e) -> str:
+    token = getattr(e, "token", None)
+    what = repr(str(token)) if token is not None else "input"
+    expected = getattr(e, "expected", None) or getattr(e, "allowed", None)
+    if expected:
+        what += "; expected one of: " + ", ".join(sorted(str(x) for x in expected))
+    return what
+
+
+def _locate_lark_message(text: str, message: str) -> str:
+    """Lark's loader errors without a position (undefined or duplicate names) get the line
+    and column of the name they quote."""
+    message = message.strip()
+    if re.search(r"\bline \d+", message):
+        return "Lark grammar: " + message
+    m = re.search(r"'([A-Za-z_][A-Za-z0-9_]*)'", message) or re.search(
+        r"\b(?:rule|terminal|Rule|Terminal) ([A-Za-z_][A-Za-z0-9_]*)", message
+    )
+    if m is not None:
+        name = m.group(1)
+        nth = 1 if "more than once" in message else 0
+        offset = _find_name(text, name, nth)
+        if offset is not None:
+            line, col = line_column(text, offset)
+            return f"Lark grammar, line {line} column {col}: {message}" + source_excerpt(
+                text, line, col
+            )
+    return "Lark grammar: " + message
+
+
+def _find_name(text: str, name: str, nth: int) -> int | None:
+    """Offset of the ``nth`` occurrence of ``name`` as a word outside literals and comments
+    (an approximation: good enough to point a message at the right line)."""
+    word = re.compile(r'"(?:\\.|[^"\\\n])*"|/(?:\\.|[^/\\\n])+/|//[^\n]*|\b' + re.escape(name) + r"\b")
+    count = 0
+    for m in word.finditer(text):
+        if m.group(0) == name:
+            if count == nth:
+                return m.start()
+            count += 1
+    return None
+
+
+# --------------------------------------------------------------------------- lowering
+
+
+@dataclass(frozen=True)
+class _Arg:
+    """A template argument: its lowered expression, or the template it names."""
+
+    expr: Expr | None
+    template: str | None
+
+
+class _Lowering:
+    def __init__(self, text: str, lark_grammar, start: str) -> None:
+        self.text = text
+        self.start = start
+        self.rule_defs = {}
+        self.rule_tokens = {}
+        for name, params, tree, _options in lark_grammar.rule_defs:
+            self.rule_defs[str(name)] = (tuple(str(p) for p in params), tree)
+            self.rule_tokens[str(name)] = name
+        self.term_defs = {str(name): tree for name, (tree, _prio) in lark_grammar.term_defs}
+        self.term_tokens = {str(name): name for name, _ in lark_grammar.term_defs}
+        self.ignore = [str(n) for n in lark_grammar.ignore]
+        self.rules: dict[str, Expr] = {}
+        self.todo: list[str] = []
+        self.lexeme_cache: dict = {}
+        self.occurrence_cache: dict = {}
+        self.templates: dict = {}
+
+    def run(self) -> Grammar:
+        if self.start not in self.rule_defs:
+            known = ", ".join(sorted(n for n in self.rule_defs if not self.rule_defs[n][0]))
+            hint = f" (rules: {known})" if known else " (the grammar defines no rules)"
+            raise GrammarError(f"Lark grammar: start rule {self.start!r} is not defined{hint}")
+        if self.rule_defs[self.start][0]:
+            raise GrammarError(
+                f"Lark grammar: start rule {self.start!r} is a template; it needs arguments"
+            )
+        try:
+            if self.ignore:
+                self.rules[_START_RULE] = seq(ref(_IGNORE_RULE), ref(self.start))
+                self.rules[_IGNORE_RULE] = star(
+                    alt(self._terminal_lexemes(name) for name in self.ignore)
+                )
+            self._use_rule(self.start)
+            while self.todo:
+                name = self.todo.pop()
+                params, tree = self.rule_defs[name]
+                self.rules[name] = self._lower(tree, {})
+        except RecursionError:
+            raise GrammarError("Lark grammar is nested too deeply") from None
+        grammar = Grammar(dict(self.rules), _START_RULE if self.ignore else self.start)
+        if shortest_lengths(grammar)[grammar.start] is None:
+            raise GrammarError(
+                f"Lark grammar: start rule {self.start!r} derives no finite string: its "
+                "language is empty (every derivation recurses forever)"
+            )
+        return grammar
+
+    # ----------------------------------------------------------------- rules
+
+    def _use_rule(self, name: str) -> Expr:
+        if name not in self.rules and name not in self.todo:
+            self.todo.append(name)
+            self.rules[name] = EMPTY  # placeholder, keeps discovery order
+        return ref(name)
+
+    def _lower(self, node, env: dict) -> Expr:
+        from lark import Token, Tree
+        from lark.grammar import NonTerminal, Terminal
+
+        if isinstance(node, Terminal):
+            return self._terminal_occurrence(node.name)
+        if isinstance(node, NonTerminal):
+            name = node.name
+            if name in env:
+                arg = env[name]
+                if arg.expr is None:
+                    raise GrammarError(
+                        f"Lark grammar: template {arg.template!r} is used without arguments"
+                    )
+                return arg.expr
+            if name not in self.rule_defs:
+                raise GrammarError(f"Lark grammar: rule {name!r} is used but not defined")
+            if self.rule_defs[name][0]:
+                raise GrammarError(
+                    f"Lark grammar{self._where(name)}: template {name!r} is used without "
+                    "arguments"
+                )
+            return self._use_rule(name)
+        if not isinstance(node, Tree):
+            raise GrammarError(f"Lark grammar: unexpected element {node!r}")
+        kind = node.data
+        children = node.children
+        if kind == "expansions":
+            return alt(self._lower(c, env) for c in children)
+        if kind == "expansion":
+            return seq(self._lower(c, env) for c in children)
+        if kind == "alias":
+            return self._lower(children[0], env)
+        if kind == "value":
+            return self._lower(children[0], env)
+        if kind == "maybe":
+            return opt(self._lower(children[0], env))
+        if kind == "expr":
+            item = self._lower(children[0], env)
+            op = children[1]
+            if op == "?":
+                return opt(item)
+            if op == "*":
+                return star(item)
+            if op == "+":
+                return plus(item)
+            if op == "~":
+                lo, hi = self._repeat_bounds(children[1:])
+                return rep(item, lo, hi)
+            raise GrammarError(f"Lark grammar: unknown operator {op!r}")
+        if kind == "literal":
+            (token,) = children
+            return self._anonymous_occurrence(token)
+        if kind == "range":
+            return self._range(*children)
+        if kind == "template_usage":
+            return self._template(children, env)
+        if isinstance(node, Token):  # pragma: no cover - Lark never leaves bare tokens here
+            raise GrammarError(f"Lark grammar: unexpected token {node!r}")
+        raise GrammarError(f"Lark grammar: unsupported construct {kind!r}")
+
+    def _repeat_bounds(self, tokens) -> tuple[int, int]:
+        tilde, *numbers = tokens
+        lo = int(numbers[0])
+        hi = int(numbers[-1])
+        where = self._token_where(tilde)
+        if lo < 0 or hi < lo:
+            raise GrammarError(f"Lark grammar{where}: bad repetition range {lo}..{hi}")
+        if hi > MAX_REPETITION:
+            raise GrammarError(
+                f"Lark grammar{where}: repetition count {hi} is too large (at most "
+                f"{MAX_REPETITION}); use * or + for unbounded repetition"
+            )
+        return lo, hi
+
+    def _template(self, children, env: dict) -> Expr:
+        name_node, *arg_nodes = children
+        name = name_node.name
+        if name in env:
+            if env[name].template is None:
+                raise GrammarError(
+                    f"Lark grammar: template parameter {name!r} is used as a template but "
+                    "its argument is not one"
+                )
+            name = env[name].template
+        if name not in self.rule_defs or not self.rule_defs[name][0]:
+            raise GrammarError(f"Lark grammar{self._where(name)}: {name!r} is not a template")
+        params, tree = self.rule_defs[name]
+        if len(params) != len(arg_nodes):
+            raise GrammarError(
+                f"Lark grammar: template {name!r} takes {len(params)} arguments, "
+                f"got {len(arg_nodes)}"
+            )
+        args = tuple(self._template_arg(a, env) for a in arg_nodes)
+        key = (name, args)
+        instance = self.templates.get(key)
+        if instance is None:
+            if len(self.templates) >= _MAX_TEMPLATE_INSTANCES:
+                raise GrammarError(
+                    f"Lark grammar: more than {_MAX_TEMPLATE_INSTANCES} template "
+                    f"instances (does template {name!r} instantiate itself with growing "
+                    "arguments?)"
+                )
+            instance = f"__gm_tpl_{name}_{len(self.templates)}"
+            self.templates[key] = instance
+            self.rules[instance] = EMPTY  # placeholder against recursion
+            self.rules[instance] = self._lower(tree, dict(zip(params, args)))
+        return ref(instance)
+
+    def _template_arg(self, node, env: dict) -> _Arg:
+        from lark import Tree
+        from lark.grammar import NonTerminal
+
+        inner = node.children[0] if isinstance(node, Tree) and node.data == "value" else node
+        if isinstance(inner, NonTerminal):
+            if inner.name in env:
+                return env[inner.name]
+            params = self.rule_defs.get(inner.name, ((),))[0]
+            if params:
+                return _Arg(None, inner.name)
+        return _Arg(self._lower(node, env), None)
+
+    # ----------------------------------------------------------------- terminals
+
+    def _ignore_suffix(self) -> Expr:
+        return ref(_IGNORE_RULE) if self.ignore else EMPTY
+
+    def _terminal_occurrence(self, name: str) -> Expr:
+        """What an occurrence of the named terminal in a rule matches: a lexeme, then the
+        optional run of ignored text. Small lexeme sets are inlined, others get one rule
+        named after the terminal."""
+        cached = self.occurrence_cache.get(("term", name))
+        if cached is not None:
+            return cached
+        lexemes = self._terminal_lexemes(name)
+        if _is_small(lexemes):
+            out = seq(lexemes, self._ignore_suffix())
+        else:
+            self.rules[name] = seq(lexemes, self._ignore_suffix())
+            out = ref(name)
+        self.occurrence_cache[("term", name)] = out
+        return out
+
+    def _anonymous_occurrence(self, token) -> Expr:
+        from lark.exceptions import GrammarError as LarkGrammarError
+        from lark.load_grammar import _literal_to_pattern
+
+        try:
+            pattern = _literal_to_pattern(token)
+        except LarkGrammarError as e:
+            raise GrammarError(f"Lark grammar{self._token_where(token)}: {e}") from None
+        key = ("pattern", type(pattern).__name__, pattern.value, pattern.flags)
+        cached = self.occurrence_cache.get(key)
+        if cached is not None:
+            return cached
+        lexemes = self._pattern_lexemes(pattern, token)
+        if _is_small(lexemes):
+            out = seq(lexemes, self._ignore_suffix())
+        else:
+            name = f"__gm_anon_{len(self.occurrence_cache)}"
+            self.rules[name] = seq(lexemes, self._ignore_suffix())
+            out = ref(name)
+        self.occurrence_cache[key] = out
+        return out
+
+    def _range(self, start_tok, end_tok) -> Expr:
+        lo, hi = _range_bounds(start_tok, end_tok)
+        if lo > hi:
+            raise GrammarError(
+                f"Lark grammar{self._token_where(start_tok)}: empty range "
+                f"{start_tok}..{end_tok}"
+            )
+        return seq(char_ranges([(lo, hi)]), self._ignore_suffix())
+
+    def _terminal_lexemes(self, name: str) -> Expr:
+        """The lexemes of a named terminal (without the ignore suffix)."""
+        cached = self.lexeme_cache.get(name)
+        if cached is not None:
+            return cached
+        if name not in self.term_defs:
+            raise GrammarError(f"Lark grammar: terminal {name!r} is used but not defined")
+        tree = self.term_defs[name]
+        if tree is None:
+            raise GrammarError(f"Lark grammar: terminal {name!r} is declared without a pattern")
+        out = _fast_lexemes(tree)
+        if out is None:
+            out = self._pattern_lexemes(_terminal_pattern(tree, name), self.term_tokens[name])
+        self.lexeme_cache[name] = out
+        return out
+
+    def _pattern_lexemes(self, pattern, token) -> Expr:
+        from lark.lexer import PatternStr
+
+        if isinstance(pattern, PatternStr):
+            if "i" in pattern.flags:
+                return _ignorecase_literal(pattern.value)
+            return lit(pattern.value)
+        flags = 0
+        for f in pattern.flags:
+            flags |= _RE_FLAGS[f]
+        try:
+            return _regex_lexemes(pattern.value, flags)
+        except GrammarError as e:
+            raise GrammarError(
+                f"Lark grammar{self._token_where(token)}: in regex {pattern.to_regexp()!r}: {e}"
+            ) from None
+
+    # ----------------------------------------------------------------- positions
+
+    def _token_where(self, token) -> str:
+        line = getattr(token, "line", None)
+        column = getattr(token, "column", None)
+        if line is None or column is None:
+            return ""
+        return f", line {line} column {column}"
+
+    def _where(self, name: str) -> str:
+        offset = _find_name(self.text, name, 0)
+        if offset is None:
+            return ""
+        line, col = line_column(self.text, offset)
+        return f", line {line} column {col}"
+
+
+def _is_small(expr: Expr) -> bool:
+    if isinstance(expr, (Literal, CharSet)):
+        return True
+    return isinstance(expr, Alt) and all(isinstance(i, (Literal, CharSet)) for i in expr.items)
+
+
+def _terminal_pattern(tree, name: str):
+    """The single regex (a lark Pattern) Lark builds for a terminal's tree."""
+    from lark.exceptions import GrammarError as LarkGrammarError
+    from lark.load_grammar import PrepareLiterals, TerminalTreeToPattern, nr_deepcopy_tree
+
+    try:
+        return (PrepareLiterals() * TerminalTreeToPattern()).transform(nr_deepcopy_tree(tree))
+    except LarkGrammarError as e:
+        raise GrammarError(f"Lark grammar: terminal {name}: {e}") from None
+
+
+def _fast_lexemes(tree) -> Expr | None:
+    """Lexemes of terminals whose regex needs no leftmost-first reasoning: one range, or a
+    flat alternation of plain literals (Lark orders those longest first, so each literal
+    is its own complete match). None for anything else."""
+    from lark import Tree
+
+    if not (isinstance(tree, Tree) and tree.data == "expansions"):
+        return None
+    items = []
+    for expansion in tree.children:
+        if not (isinstance(expansion, Tree) and expansion.data == "expansion"):
+            return None
+        if len(expansion.children) != 1:
+            return None
+        value = expansion.children[0]
+        if not (isinstance(value, Tree) and value.data == "value"):
+            return None
+        (leaf,) = value.children
+        if not isinstance(leaf, Tree):
+            return None
+        if leaf.data == "range":
+            if len(tree.children) != 1:
+                return None
+            lo, hi = _range_bounds(*leaf.children)
+            return char_ranges([(lo, hi)]) if lo <= hi else None
+        if leaf.data != "literal" or leaf.children[0].type != "STRING":
+            return None
+        raw = leaf.children[0].value
+        if not raw.endswith('"'):  # has the "i" flag
+            return None
+        items.append(_string_value(leaf.children[0]))
+    if any(not s for s in items):
+        return None
+    return alt(lit(s) for s in items)
+
+
+def _string_value(token) -> str:
+    from lark.load_grammar import _literal_to_pattern
+
+    return _literal_to_pattern(token).value
+
+
+def _range_bounds(start_tok, end_tok) -> tuple[int, int]:
+    from lark.load_grammar import eval_escaping
+
+    lo = eval_escaping(start_tok.value[1:-1])
+    hi = eval_escaping(end_tok.value[1:-1])
+    if len(lo) != 1 or len(hi) != 1:
+        raise GrammarError(
+            f"Lark grammar: range ends must be single characters: {start_tok}..{end_tok}"
+        )
+    return ord(lo), ord(hi)
+
+
+def _regex_lexemes(pattern: str, flags: int) -> Expr:
+    """Lexemes of a regex terminal: non-empty s with ``re.match(pattern, s)`` spanning s."""
+    try:
+        from .regex import regex_to_expr
+    except ImportError:  # pragma: no cover - only while the regex front-end is missing
+        raise GrammarError(
+            f"regex terminal {pattern!r} needs grammask.grammar.regex, which is not available"
+        ) from None
+    return regex_to_expr(pattern, flags, semantics="match")
+
+
+# --------------------------------------------------------------------------- case folding
+
+
+def _ignorecase_literal(text: str) -> Expr:
+    """The strings ``re.fullmatch(re.escape(text), s, re.IGNORECASE)`` accepts."""
+    parts = []
+    for ch in text:
+        variants = _case_variants(ch)
+        parts.append(lit(ch) if len(variants) == 1 else char_ranges((c, c) for c in variants))
+    return seq(parts)
+
+
+@functools.lru_cache(maxsize=4096)
+def _case_variants(ch: str) -> tuple[int, ...]:
+    """Code points that ``re`` matches against ``ch`` under IGNORECASE: those with the same
+    simple lowercase (the mapping ``re`` uses), plus ``re``'s extra cases (such as 's' and
+    'ſ'); each candidate is confirmed with ``re`` itself."""
+    import _sre
+
+    groups, extra_cases = _case_groups()
+    low = _sre.unicode_tolower(ord(ch))
+    candidates = {ord(ch), low} | groups.get(low, set())
+    for other in extra_cases.get(low, ()):
+        candidates |= {other} | groups.get(other, set())
+    pattern = re.compile(re.escape(ch), re.IGNORECASE)
+    return tuple(sorted(c for c in candidates if pattern.fullmatch(chr(c))))
+
+
+@functools.lru_cache(maxsize=1)
+def _case_groups() -> tuple[dict[int, set], dict]:
+    """Code points grouped by simple lowercase (about 0.1 s, once), and ``re``'s table of
+    characters that are case-equal without sharing a lowercase."""
+    import _sre
+
+    groups: dict[int, set] = {}
+    for cp in range(0x110000):
+        low = _sre.unicode_tolower(cp)
+        if low != cp:
+            groups.setdefault(low, {low}).add(cp)
+    try:
+        from re._casefix import _EXTRA_CASES as extra  # Python >= 3.11
+    except ImportError:  # pragma: no cover
+        try:
+            from sre_compile import _ignorecase_fixes as extra  # type: ignore
+        except ImportError:
+            extra = {}
+    return groups, extra
