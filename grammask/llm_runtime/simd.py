@@ -1,0 +1,187 @@
+"""Row dot products of 32-element-block quantized weights with int8 activations.
+
+Numba compiles scalar Python loops over bytes into poor code here: index arithmetic is int64,
+wraparound checks defeat vectorization and each block ends in a horizontal reduction. These
+intrinsics emit LLVM vector IR directly (portable IR, no x86 intrinsics), so LLVM picks the
+instructions for the host: on AVX-512 VNNI it emits vpmaddwd/vpdpwssd over zmm registers,
+on AVX2 vpmaddwd over ymm, on NEON the equivalent. Per block of 32 weights: unpack the
+quants into a <32 x i8>, widen, multiply pairwise with the activation block into an
+<8 x i32>, convert, and accumulate into an <8 x float> with the block's scale; the single
+horizontal reduction happens at the end of the row.
+
+Weights come as the raw GGUF bytes of a row (uint8 array + byte offset); activations as
+``xq`` (int8, the row quantized per block of 32), ``xd`` (float32 scale per block) and
+``xsum`` (float32, ``xd * sum(xq)`` per block, which carries the weights' offset/min term).
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+_I8, _I16, _I32, _I64 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
+_F16, _F32 = ir.HalfType(), ir.FloatType()
+_FAST = ("fast",)
+
+
+def _vec(t, n):
+    return ir.VectorType(t, n)
+
+
+def _splat_const(t, n, v):
+    return ir.Constant(_vec(t, n), [ir.Constant(t, v)] * n)
+
+
+def _data_ptr(context, builder, aryty, value):
+    return context.make_array(aryty)(context, builder, value).data
+
+
+def _load(builder, base, offset, ty):
+    p = builder.bitcast(builder.gep(base, [offset]), ty.as_pointer())
+    ld = builder.load(p)
+    ld.align = 1  # block fields are not naturally aligned (blocks of 18, 20, 22 bytes)
+    return ld
+
+
+def _splat(builder, v, n):
+    undef = ir.Constant(_vec(v.type, n), ir.Undefined)
+    t = builder.insert_element(undef, v, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(t, undef, ir.Constant(_vec(_I32, n), [0] * n))
+
+
+def _dot32(builder, q8, x8, signed_q):
+    """<32 x i8> quants . <32 x i8> signed activations -> <8 x i32> partial sums.
+
+    Written as widen-to-i16, pairwise multiply-add into i32 (LLVM matches vpmaddwd), then
+    halves added: no overflow since |q| <= 255 and |x| <= 127.
+    """
+    q16 = (builder.sext if signed_q else builder.zext)(q8, _vec(_I16, 32))
+    x16 = builder.sext(x8, _vec(_I16, 32))
+    even = ir.Constant(_vec(_I32, 16), list(range(0, 32, 2)))
+    odd = ir.Constant(_vec(_I32, 16), list(range(1, 32, 2)))
+
+    def half(v, idx):
+        return builder.sext(builder.shuffle_vector(v, v, idx), _vec(_I32, 16))
+
+    s16 = builder.add(
+        builder.mul(half(q16, even), half(x16, even)), builder.mul(half(q16, odd), half(x16, odd))
+    )
+    lo = builder.shuffle_vector(s16, s16, ir.Constant(_vec(_I32, 8), list(range(0, 8))))
+    hi = builder.shuffle_vector(s16, s16, ir.Constant(_vec(_I32, 8), list(range(8, 16))))
+    return builder.add(lo, hi)
+
+
+def _nibbles(builder, qs16):
+    """16 packed bytes -> <32 x i8>: low nibbles are elements 0..15, high ones 16..31."""
+    lo = builder.and_(qs16, _splat_const(_I8, 16, 15))
+    hi = builder.lshr(qs16, _splat_const(_I8, 16, 4))
+    return builder.shuffle_vector(lo, hi, ir.Constant(_vec(_I32, 32), list(range(32))))
+
+
+def _fifth_bits(builder, qh32):
+    """A little-endian u32 of high bits -> <32 x i8> with bit j at value 16 in lane j."""
+    bits = builder.bitcast(qh32, _vec(ir.IntType(1), 32))
+    return builder.shl(builder.zext(bits, _vec(_I8, 32)), _splat_const(_I8, 32, 4))
+
+
+# Block layouts: bytes per block, and how to read (scale, offset-coefficient, quants).
+def _block_q8_0(builder, wp, o):
+    d = builder.fpext(_load(builder, wp, o, _F16), _F32)
+    q = _load(builder, wp, builder.add(o, ir.Constant(_I64, 2)), _vec(_I8, 32))
+    return d, None, q
+
+
+def _block_q4_0(builder, wp, o):
+    d = builder.fpext(_load(builder, wp, o, _F16), _F32)
+    q = _nibbles(builder, _load(builder, wp, builder.add(o, ir.Constant(_I64, 2)), _vec(_I8, 16)))
+    return d, builder.fmul(d, ir.Constant(_F32, -8.0)), q
+
+
+def _block_q4_1(builder, wp, o):
+    d = builder.fpext(_load(builder, wp, o, _F16), _F32)
+    m = builder.fpext(_load(builder, wp, builder.add(o, ir.Constant(_I64, 2)), _F16), _F32)
+    q = _nibbles(builder, _load(builder, wp, builder.add(o, ir.Constant(_I64, 4)), _vec(_I8, 16)))
+    return d, m, q
+
+
+def _block_q5_0(builder, wp, o):
+    d = builder.fpext(_load(builder, wp, o, _F16), _F32)
+    qh = _load(builder, wp, builder.add(o, ir.Constant(_I64, 2)), _I32)
+    q = _nibbles(builder, _load(builder, wp, builder.add(o, ir.Constant(_I64, 6)), _vec(_I8, 16)))
+    q = builder.or_(q, _fifth_bits(builder, qh))
+    return d, builder.fmul(d, ir.Constant(_F32, -16.0)), q
+
+
+def _block_q5_1(builder, wp, o):
+    d = builder.fpext(_load(builder, wp, o, _F16), _F32)
+    m = builder.fpext(_load(builder, wp, builder.add(o, ir.Constant(_I64, 2)), _F16), _F32)
+    qh = _load(builder, wp, builder.add(o, ir.Constant(_I64, 4)), _I32)
+    q = _nibbles(builder, _load(builder, wp, builder.add(o, ir.Constant(_I64, 8)), _vec(_I8, 16)))
+    q = builder.or_(q, _fifth_bits(builder, qh))
+    return d, m, q
+
+
+def _make_row_dot(block_bytes, read_block, signed_q=False):
+    @intrinsic
+    def row_dot(typingctx, w, wofs, xq, xd, xsum, nb):
+        sig = types.float32(w, wofs, xq, xd, xsum, nb)
+
+        def codegen(context, builder, signature, args):
+            w_, wofs_, xq_, xd_, xsum_, nb_ = args
+            wp = _data_ptr(context, builder, signature.args[0], w_)
+            xp = _data_ptr(context, builder, signature.args[2], xq_)
+            dp = _data_ptr(context, builder, signature.args[3], xd_)
+            sp = _data_ptr(context, builder, signature.args[4], xsum_)
+            acc = cgutils.alloca_once_value(builder, ir.Constant(_vec(_F32, 8), [0.0] * 8))
+            macc = cgutils.alloca_once_value(builder, ir.Constant(_F32, 0.0))
+            with cgutils.for_range(builder, nb_) as loop:
+                b = loop.index
+                o = builder.add(wofs_, builder.mul(b, ir.Constant(_I64, block_bytes)))
+                d, c, q = read_block(builder, wp, o)
+                x = _load(builder, xp, builder.mul(b, ir.Constant(_I64, 32)), _vec(_I8, 32))
+                s = builder.sitofp(_dot32(builder, q, x, signed_q), _vec(_F32, 8))
+                scale = builder.fmul(d, builder.load(builder.gep(dp, [b])), flags=_FAST)
+                prod = builder.fmul(s, _splat(builder, scale, 8), flags=_FAST)
+                builder.store(builder.fadd(builder.load(acc), prod, flags=_FAST), acc)
+                if c is not None:
+                    cx = builder.fmul(c, builder.load(builder.gep(sp, [b])), flags=_FAST)
+                    builder.store(builder.fadd(builder.load(macc), cx, flags=_FAST), macc)
+            fnty = ir.FunctionType(_F32, [_F32, _vec(_F32, 8)])
+            red = cgutils.get_or_insert_function(builder.module, fnty, "llvm.vector.reduce.fadd.v8f32")
+            total = builder.call(red, [ir.Constant(_F32, 0.0), builder.load(acc)], fastmath=_FAST)
+            return builder.fadd(total, builder.load(macc), flags=_FAST)
+
+        return sig, codegen
+
+    return row_dot
+
+
+dot_q8_0_row = _make_row_dot(34, _block_q8_0, signed_q=True)
+dot_q4_0_row = _make_row_dot(18, _block_q4_0)
+dot_q4_1_row = _make_row_dot(20, _block_q4_1)
+dot_q5_0_row = _make_row_dot(22, _block_q5_0)
+dot_q5_1_row = _make_row_dot(24, _block_q5_1)
+
+
+@intrinsic
+def half_to_float(typingctx, h):
+    """IEEE half (given as uint16 bits) -> float32; LLVM emits vcvtph2ps where available."""
+    sig = types.float32(types.uint16)
+
+    def codegen(context, builder, signature, args):
+        return builder.fpext(builder.bitcast(args[0], _F16), _F32)
+
+    return sig, codegen
+
+
+@intrinsic
+def bits_to_float(typingctx, u):
+    """Reinterpret uint32 bits as float32 (used for bfloat16: bits << 16)."""
+    sig = types.float32(types.uint32)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], _F32)
+
+    return sig, codegen
