@@ -141,12 +141,29 @@ def _refuse_declare(text: str) -> None:
     )
 
 
+# Names of the tokens of Lark's own grammar syntax, for messages.
+_LARK_TOKENS = {
+    "_LPAR": "'('", "_RPAR": "')'", "_LBRA": "'['", "_RBRA": "']'", "_LBRACE": "'{'",
+    "_RBRACE": "'}'", "_COLON": "':'", "_COMMA": "','", "_OR": "'|'", "_DOT": "'.'",
+    "_DOTDOT": "'..'", "TILDE": "'~'", "_TO": "'->'", "OP": "an operator (? * +)",
+    "_NL": "end of line", "_NL_OR": "'|' on a new line", "RULE": "a rule name",
+    "TERMINAL": "a terminal name", "STRING": "a string", "REGEXP": "a regex",
+    "NUMBER": "a number", "RULE_MODIFIERS": "a rule modifier", "$END": "end of grammar",
+}
+
+
 def _describe_unexpected(e) -> str:
     token = getattr(e, "token", None)
-    what = repr(str(token)) if token is not None else "input"
+    if token is None:
+        what = "input"
+    elif str(token).strip() == "":
+        what = "end of line" if "\n" in str(token) else "end of grammar"
+    else:
+        what = repr(str(token))
     expected = getattr(e, "expected", None) or getattr(e, "allowed", None)
     if expected:
-        what += "; expected one of: " + ", ".join(sorted(str(x) for x in expected))
+        names = sorted({_LARK_TOKENS.get(str(x), str(x)) for x in expected})
+        what += "; expected " + (names[0] if len(names) == 1 else "one of: " + ", ".join(names))
     return what
 
 
@@ -269,10 +286,7 @@ class _Lowering:
             if name not in self.rule_defs:
                 raise GrammarError(f"Lark grammar: rule {name!r} is used but not defined")
             if self.rule_defs[name][0]:
-                raise GrammarError(
-                    f"Lark grammar{self._where(name)}: template {name!r} is used without "
-                    "arguments"
-                )
+                raise self._error(f"template {name!r} is used without arguments", name=name)
             return self._use_rule(name)
         if not isinstance(node, Tree):
             raise GrammarError(f"Lark grammar: unexpected element {node!r}")
@@ -316,13 +330,13 @@ class _Lowering:
         tilde, *numbers = tokens
         lo = int(numbers[0])
         hi = int(numbers[-1])
-        where = self._token_where(tilde)
         if lo < 0 or hi < lo:
-            raise GrammarError(f"Lark grammar{where}: bad repetition range {lo}..{hi}")
+            raise self._error(f"bad repetition range {lo}..{hi}", tilde)
         if hi > MAX_REPETITION:
-            raise GrammarError(
-                f"Lark grammar{where}: repetition count {hi} is too large (at most "
-                f"{MAX_REPETITION}); use * or + for unbounded repetition"
+            raise self._error(
+                f"repetition count {hi} is too large (at most {MAX_REPETITION}); use * or + "
+                "for unbounded repetition",
+                tilde,
             )
         return lo, hi
 
@@ -337,7 +351,7 @@ class _Lowering:
                 )
             name = env[name].template
         if name not in self.rule_defs or not self.rule_defs[name][0]:
-            raise GrammarError(f"Lark grammar{self._where(name)}: {name!r} is not a template")
+            raise self._error(f"{name!r} is not a template", name=name)
         params, tree = self.rule_defs[name]
         if len(params) != len(arg_nodes):
             raise GrammarError(
@@ -401,7 +415,7 @@ class _Lowering:
         try:
             pattern = _literal_to_pattern(token)
         except LarkGrammarError as e:
-            raise GrammarError(f"Lark grammar{self._token_where(token)}: {e}") from None
+            raise self._error(str(e), token) from None
         key = ("pattern", type(pattern).__name__, pattern.value, pattern.flags)
         cached = self.occurrence_cache.get(key)
         if cached is not None:
@@ -419,10 +433,7 @@ class _Lowering:
     def _range(self, start_tok, end_tok) -> Expr:
         lo, hi = _range_bounds(start_tok, end_tok)
         if lo > hi:
-            raise GrammarError(
-                f"Lark grammar{self._token_where(start_tok)}: empty range "
-                f"{start_tok}..{end_tok}"
-            )
+            raise self._error(f"empty range {start_tok}..{end_tok}", start_tok)
         return seq(char_ranges([(lo, hi)]), self._ignore_suffix())
 
     def _terminal_lexemes(self, name: str) -> Expr:
@@ -454,25 +465,25 @@ class _Lowering:
         try:
             return _regex_lexemes(pattern.value, flags)
         except GrammarError as e:
-            raise GrammarError(
-                f"Lark grammar{self._token_where(token)}: in regex {pattern.to_regexp()!r}: {e}"
-            ) from None
+            raise self._error(f"in regex {pattern.to_regexp()!r}: {e}", token) from None
 
     # ----------------------------------------------------------------- positions
 
-    def _token_where(self, token) -> str:
+    def _error(self, message: str, token=None, name: str | None = None) -> GrammarError:
+        """A GrammarError pointing at ``token`` (a lark Token with a position) or at the first
+        use of ``name`` in the text."""
         line = getattr(token, "line", None)
         column = getattr(token, "column", None)
+        if (line is None or column is None) and name is not None:
+            offset = _find_name(self.text, name, 0)
+            if offset is not None:
+                line, column = line_column(self.text, offset)
         if line is None or column is None:
-            return ""
-        return f", line {line} column {column}"
-
-    def _where(self, name: str) -> str:
-        offset = _find_name(self.text, name, 0)
-        if offset is None:
-            return ""
-        line, col = line_column(self.text, offset)
-        return f", line {line} column {col}"
+            return GrammarError(f"Lark grammar: {message}")
+        return GrammarError(
+            f"Lark grammar, line {line} column {column}: {message}"
+            f"{source_excerpt(self.text, line, column)}"
+        )
 
 
 def _is_small(expr: Expr) -> bool:

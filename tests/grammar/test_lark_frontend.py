@@ -1,0 +1,385 @@
+"""The Lark front-end: language equality with Lark's Earley parser (dynamic_complete lexer)
+on hand-picked grammars and strings, IR shape, and error messages."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+from lark import Lark
+from lark.exceptions import UnexpectedInput
+
+from grammask.errors import GrammarError
+from grammask.grammar import parse_grammar
+from grammask.grammar.ebnf import MAX_REPETITION, grammar_from_lark
+from grammask.grammar.ir import Grammar, Ref, refs_of
+from grammask.grammar.reference import matches
+
+needs_regex = pytest.mark.skipif(
+    importlib.util.find_spec("grammask.grammar.regex") is None,
+    reason="regex terminals need grammask.grammar.regex",
+)
+
+
+def lark_accepts(text: str, s: str, start: str = "start") -> bool:
+    parser = Lark(text, parser="earley", lexer="dynamic_complete", start=start)
+    try:
+        parser.parse(s)
+    except UnexpectedInput:
+        return False
+    return True
+
+
+def check(text: str, accepted: list[str], rejected: list[str], start: str | None = None):
+    """Both grammask's IR and Lark accept ``accepted`` and reject ``rejected``."""
+    g = grammar_from_lark(text, start=start)
+    for s in accepted:
+        assert lark_accepts(text, s, start or "start"), f"Lark rejects {s!r}"
+        assert matches(g, s.encode()), f"IR rejects {s!r}"
+    for s in rejected:
+        assert not lark_accepts(text, s, start or "start"), f"Lark accepts {s!r}"
+        assert not matches(g, s.encode()), f"IR accepts {s!r}"
+    return g
+
+
+# --------------------------------------------------------------------------- constructs
+
+
+def test_operators_and_groups():
+    check(
+        """
+        start: "a" b* (c | "x")? [d] e+
+        b: "b"
+        c: "c"
+        d: "d"
+        e: "e"
+        """,
+        ["ae", "abbce", "axdee", "abdeee", "acde"],
+        ["a", "e", "axce", "acxe", "aeb", "adde", ""],
+    )
+
+
+def test_bounded_repetition():
+    check(
+        """
+        start: x~2 "-" y~1..3
+        x: "x"
+        y: "y"
+        """,
+        ["xx-y", "xx-yy", "xx-yyy"],
+        ["x-y", "xxx-y", "xx-", "xx-yyyy"],
+    )
+
+
+def test_rule_modifiers_and_aliases_do_not_change_the_language():
+    check(
+        """
+        ?start: item+ -> items
+        _sep: ","
+        !item: "a" _sep | "b" -> bee
+        """,
+        ["a,", "b", "a,ba,", "bb"],
+        ["a", ",", "ab,"],
+    )
+
+
+def test_left_and_right_recursion():
+    text = """
+        start: expr
+        expr: expr "+" term | term
+        term: atom "*" term | atom
+        atom: "x" | "(" expr ")"
+        """
+    check(text, ["x", "x+x*x", "(x+x)*x", "((x))"], ["", "x+", "+x", "(x", "x**x"])
+
+
+def test_templates():
+    g = check(
+        """
+        start: _list{item, ","} ";" _list{"z", "-"}
+        _list{x, sep}: x (sep x)*
+        item: "a" | "b"
+        """,
+        ["a;z", "a,b,a;z-z", "b;z-z-z"],
+        ["a,;z", ";z", "a;", "a;z,z"],
+    )
+    # one rule per distinct instantiation
+    assert sum(name.startswith("__gm_tpl_") for name in g.rules) == 2
+
+
+def test_template_of_templates_and_recursive_template():
+    check(
+        """
+        start: nest{"a"}
+        nest{x}: x | "[" nest{x} "]"
+        """,
+        ["a", "[a]", "[[[a]]]"],
+        ["[a", "[]", "aa"],
+    )
+
+
+def test_case_insensitive_literals():
+    check(
+        """
+        start: "select"i " " NAME
+        NAME: "Straße"i
+        """,
+        ["select Straße", "SELECT STRAẞE", "SeLeCt straße"],
+        ["selec Straße", "select strasse"],
+    )
+
+
+def test_ignorecase_literal_matches_re_exactly():
+    # 'K' (Kelvin sign) and 'ſ' (long s) are case-equal to k and s for Python's re
+    check('start: "ks"i', ["ks", "KS", "\u212as", "k\u017f"], ["k", "kss"])
+
+
+def test_char_ranges():
+    check(
+        """
+        start: "a".."c" DIGIT+
+        DIGIT: "0".."9"
+        """,
+        ["a0", "c123"],
+        ["d0", "a", "0"],
+    )
+
+
+def test_literal_alternation_terminal():
+    # Lark joins these into one regex, longest first; every literal stays a lexeme
+    check(
+        """
+        start: KW+
+        KW: "ab" | "a" | "abc"
+        """,
+        ["a", "ab", "abc", "aab", "abca"],
+        ["b", "ac"],
+    )
+
+
+def test_override_and_extend():
+    check(
+        """
+        start: a
+        a: "x"
+        %override a: "y"
+        %extend a: "z"
+        """,
+        ["y", "z"],
+        ["x"],
+    )
+
+
+# --------------------------------------------------------------------------- %ignore
+
+
+def test_ignore_at_start_between_and_end():
+    text = """
+        start: "a" "b"*
+        %ignore " "
+        """
+    check(text, ["ab", " ab", "ab ", "a b", "  a  b b  ", "a"], ["", " ", "a a", "ba"])
+
+
+def test_ignore_with_nullable_start():
+    check(
+        """
+        start: "a"*
+        %ignore "_"
+        """,
+        ["", "_", "__", "_a_a_"],
+        ["b"],
+    )
+
+
+def test_ignore_is_modelled_with_one_shared_rule():
+    g = grammar_from_lark(
+        """
+        start: "a" "b" "c" X X
+        X: "x"
+        %ignore " "
+        """
+    )
+    assert g.start == "__gm_start"
+    assert "__gm_ignore" in g.rules
+    assert len(g.rules) == 3  # the wrapper, the ignore run and start itself
+
+
+@needs_regex
+def test_ignore_common_ws_and_greedy_residual():
+    text = """
+        start: "a" " b"
+        %import common.WS
+        %ignore WS
+        """
+    g = check(text, ["a b", " a b ", "a b\n"], ["ab"])
+    # Documented residual difference: Lark skips ignored text by its greedy match, the IR
+    # allows any split of it.
+    assert not lark_accepts(text, "a  b")
+    assert matches(g, b"a  b")
+
+
+# --------------------------------------------------------------------------- regex terminals
+
+
+@needs_regex
+def test_common_imports():
+    text = """
+        start: ESCAPED_STRING ":" SIGNED_NUMBER ":" CNAME
+        %import common.ESCAPED_STRING
+        %import common (SIGNED_NUMBER, CNAME)
+        %import common.WS
+        %ignore WS
+        """
+    check(
+        text,
+        [
+            '"x":1:a',
+            '"a\\"b" : -1.5e3 : _x9',
+            '"" : +7 : Z',
+            '"a\\\\":.5:q',
+            '"\\\\\\"":1:a',
+        ],
+        ['"a\\":1:a', '"x":1:9a', '"x":-:a', '"x":1.2.3:a', "x:1:a"],
+    )
+
+
+@needs_regex
+def test_lazy_regex_terminal_semantics():
+    # /a+?/ matches one "a" at a time under re.match: "aa" needs two lexemes
+    check("start: A\nA: /a+?/", ["a"], ["aa", ""])
+    check("start: A+\nA: /a+?/", ["a", "aa", "aaa"], [""])
+
+
+@needs_regex
+def test_regex_flags():
+    check('start: /abc/i "." /a.b/s "." /a b/x', ["AbC.a\nb.ab", "abc.a-b.ab"],
+          ["abc.a\nb.a b", "abd.a-b.ab"])
+
+
+@needs_regex
+def test_json_grammar():
+    text = r"""
+        ?start: value
+        ?value: object | array | string | SIGNED_NUMBER -> number
+              | "true" -> true | "false" -> false | "null" -> null
+        array  : "[" [value ("," value)*] "]"
+        object : "{" [pair ("," pair)*] "}"
+        pair   : string ":" value
+        string : ESCAPED_STRING
+        %import common.ESCAPED_STRING
+        %import common.SIGNED_NUMBER
+        %import common.WS
+        %ignore WS
+        """
+    g = check(
+        text,
+        ['{"a": [1, 2.5, -3e2, true, null], "b": {"c": "d\\"e"}}', "[]", " 7 ", '"x"'],
+        ['{"a" 1}', "[1,]", "{,}", "tru", '"a'],
+    )
+    # one rule per named terminal, not per occurrence
+    assert len(g.rules) < 20
+
+
+# --------------------------------------------------------------------------- start rule
+
+
+def test_start_option():
+    g = check("start: a\na: \"x\" b\nb: \"y\"", ["y"], ["xy", "x"], start="b")
+    assert g.start == "b"
+
+
+def test_parse_grammar_dispatches_to_lark():
+    g = parse_grammar('start: "a" | "b"\n')
+    assert isinstance(g, Grammar)
+    assert matches(g, b"a") and not matches(g, b"c")
+    assert parse_grammar('root: "a"', syntax="lark", start="root").start == "root"
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def error_of(text: str, **kw) -> str:
+    with pytest.raises(GrammarError) as info:
+        grammar_from_lark(text, **kw)
+    return str(info.value)
+
+
+def test_syntax_error_has_line_and_column():
+    msg = error_of('start: "a"\nfoo: ( "b"\n')
+    assert "line 2" in msg and "column" in msg
+
+
+def test_unexpected_token_has_line_and_column():
+    msg = error_of('start: "a"\n\nb: "x" )\n')
+    assert "line 3" in msg
+
+
+def test_undefined_rule_points_at_its_use():
+    msg = error_of('start: "a"\n    | missing\n')
+    assert "missing" in msg and "line 2 column 7" in msg
+
+
+def test_undefined_terminal():
+    assert "NOPE" in error_of("start: NOPE\n")
+
+
+def test_missing_start_rule():
+    msg = error_of('begin: "a"\n')
+    assert "'start'" in msg and "begin" in msg
+    assert "'top'" in error_of('start: "a"\n', start="top")
+
+
+def test_declare_is_refused():
+    msg = error_of('start: "a" INDENT\n%declare INDENT\n')
+    assert "%declare" in msg and "line 2" in msg
+
+
+def test_empty_language():
+    assert "empty" in error_of('start: start "a"\n')
+    assert "empty" in error_of('start: a\na: "x" a\n')
+
+
+def test_huge_repetition_is_refused():
+    msg = error_of('start: "a"~1000000\n')
+    assert str(MAX_REPETITION) in msg and "line 1" in msg
+    assert "range" in error_of('start: "a"~3..2\n')
+
+
+def test_template_without_arguments():
+    assert "template" in error_of('start: t\nt{x}: x\n')
+
+
+def test_empty_literal_is_refused():
+    assert "line 1" in error_of('start: "" "a"\n')
+
+
+def test_deep_nesting_is_an_error_not_a_crash():
+    depth = 3000
+    text = "start: " + "(" * depth + '"a"' + ")" * depth + "\n"
+    try:
+        g = grammar_from_lark(text)
+    except GrammarError as e:
+        assert "deep" in str(e)
+    else:
+        assert matches(g, b"a")
+
+
+def test_reserved_prefix_cannot_be_used():
+    # Lark's syntax has no names starting with "__", so generated "__gm_" names never
+    # collide with user rules
+    assert "line 1 column 8" in error_of('start: __gm_ignore\n__gm_ignore: "a"\n')
+
+
+def test_refs_are_all_defined():
+    g = grammar_from_lark(
+        """
+        start: a | b
+        a: "x" b?
+        b: "y" a?
+        %ignore " "
+        """
+    )
+    for body in g.rules.values():
+        assert refs_of(body) <= set(g.rules)
+    assert isinstance(g.rules["__gm_start"].items[1], Ref)
