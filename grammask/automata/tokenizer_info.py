@@ -301,18 +301,18 @@ class TokenizerInfo:
             ``vocab_size`` smaller than the vocabulary, an id out of range, a bad vocab_type.
     """
 
+    # "__dict__": derived structures (the token trie) are cached on the instance by the layers
+    # that build them, with object.__setattr__; they are not pickled.
     __slots__ = (
-        "_encoded_vocab",
-        "_decoded_vocab",
-        "_vocab_type",
-        "_vocab_size",
-        "_stop_token_ids",
-        "_special_token_ids",
-        "_add_prefix_space",
-        # Derived structures (the token trie) are cached on the instance by the layers that
-        # build them, with object.__setattr__; they are not pickled.
         "__dict__",
         "__weakref__",
+        "_add_prefix_space",
+        "_decoded_vocab",
+        "_encoded_vocab",
+        "_special_token_ids",
+        "_stop_token_ids",
+        "_vocab_size",
+        "_vocab_type",
     )
 
     def __init__(

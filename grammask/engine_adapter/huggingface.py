@@ -20,12 +20,17 @@ from typing import Any
 from ..automata.tokenizer_info import (
     TokenizerInfo,
     VocabType,
-    encode_byte_fallback,
     decode_vocab,
+    encode_byte_fallback,
     encode_byte_level,
 )
 from ..errors import TokenizerError
-from .vocab_checks import default_stop_ids, fit_to_vocab_size, verify_against_decode, warn_if_no_stop
+from .vocab_checks import (
+    default_stop_ids,
+    fit_to_vocab_size,
+    verify_against_decode,
+    warn_if_no_stop,
+)
 
 __all__ = ["tokenizer_info_from_huggingface"]
 
@@ -127,7 +132,7 @@ def _vocab_type_of(backend: Any, model_vocab: dict[str, int], source: str) -> Vo
     bad = types & _UNSUPPORTED_DECODERS
     if bad:
         raise TokenizerError(
-            f"{source}: its {sorted(bad)[0]} decoder does not join tokens by concatenation, so "
+            f"{source}: its {min(bad)} decoder does not join tokens by concatenation, so "
             "tokens have no bytes of their own; grammask supports byte-level BPE, "
             "SentencePiece-style and raw vocabularies"
         )
@@ -204,7 +209,7 @@ def _from_backend(
         special.add(unk)
 
     can_check = backend.decoder is not None  # without one, decode joins tokens with spaces
-    decode = lambda ids: backend.decode(ids, skip_special_tokens=False)  # noqa: E731
+    decode = lambda ids: backend.decode(ids, skip_special_tokens=False)
     anchor = model_vocab.get("a")
     text_added = []
     for i, tok in sorted(added.items()):

@@ -13,7 +13,12 @@ from typing import Any
 
 from ..automata.tokenizer_info import TokenizerInfo, VocabType
 from ..errors import TokenizerError
-from .vocab_checks import default_stop_ids, fit_to_vocab_size, verify_against_decode, warn_if_no_stop
+from .vocab_checks import (
+    default_stop_ids,
+    fit_to_vocab_size,
+    verify_against_decode,
+    warn_if_no_stop,
+)
 
 __all__ = ["tokenizer_info_from_sentencepiece"]
 
