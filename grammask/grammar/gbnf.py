@@ -132,6 +132,10 @@ class _Parser:
             else:
                 break
 
+    def at_line_start(self) -> bool:
+        line_begin = self.text.rfind("\n", 0, self.pos) + 1
+        return self.text[line_begin : self.pos].strip(" \t") == ""
+
     def at_rule_start(self) -> bool:
         return _RULE_START.match(self.text, self.pos) is not None
 
@@ -188,6 +192,8 @@ class _Parser:
                 continue
             if c == "" or c == "|" or c == ")":
                 break
+            if not nested and self.at_line_start() and self.at_rule_start():
+                break  # an empty last alternative: "a ::= x |" then a new rule
             items.append(self.postfix(self.primary()))
         return seq(items)
 
@@ -213,6 +219,8 @@ class _Parser:
         self.skip(newlines=True)
         lo = self.integer()
         self.skip(newlines=True)
+        if lo is None and self.peek() != ",":
+            raise self.error("expected a repetition count in '{...}'")
         if self.peek() == "}":
             if lo is None:
                 raise self.error("expected a repetition count in '{...}'")
@@ -278,7 +286,8 @@ class _Parser:
             self.pos = save
             self.uses.setdefault(name, start)
             return Ref(name)
-        raise self.error("expected an element (a literal, [class], rule name, '.' or '(')")
+        hint = " (a rule is defined with '::=')" if c in ("=", ":") else ""
+        raise self.error(f"expected an element (a literal, [class], rule name, '.' or '('){hint}")
 
     # ----------------------------------------------------------------- literals
 
