@@ -1,0 +1,192 @@
+"""JSON string contents: characters, escapes, and the encoding of a decoded-text language.
+
+Two views of a string constraint meet here. Length limits count decoded characters (code
+points, as Python's ``len`` after ``json.loads``): :func:`json_char` is one decoded character
+in any of its JSON spellings (raw, a short escape, ``\\uXXXX``, or a surrogate pair for a
+character beyond the BMP), so ``Repeat(json_char, m, n)`` is exact. Lone surrogate escapes
+(``\\ud800`` alone) are never produced: ``json.loads`` would accept them, but the result is not
+valid Unicode text and cannot be encoded back to UTF-8.
+
+Patterns and formats describe the decoded text. :func:`encode_text_expr` maps such a language
+to JSON string contents in one canonical spelling: the characters JSON requires escaped
+(``"``, ``\\`` and U+0000..U+001F) use the escape ``json.dumps`` writes, every other character
+appears raw. Each decoded string then has exactly one accepted spelling, the one
+``json.dumps(s, ensure_ascii=False)`` produces. That is a subset of the JSON texts with that
+decoded value, never a superset.
+"""
+
+from __future__ import annotations
+
+import json
+
+from ..errors import GrammarError
+from .ir import (
+    EMPTY,
+    Alt,
+    Automaton,
+    ByteSet,
+    CharSet,
+    Empty,
+    Expr,
+    Literal,
+    Nothing,
+    Ref,
+    Repeat,
+    Seq,
+    alt,
+    byte_ranges,
+    char_ranges,
+    chars,
+    intersect_ranges,
+    lit,
+    rep,
+    seq,
+    subtract_ranges,
+)
+
+# Characters that JSON requires escaped inside a string.
+SPECIAL_RANGES = ((0x00, 0x1F), (0x22, 0x22), (0x5C, 0x5C))
+_HEX = chars("0-9a-fA-F")
+
+
+def canonical_escape(c: int) -> str:
+    """The spelling ``json.dumps(..., ensure_ascii=False)`` uses for character ``c``."""
+    return json.dumps(chr(c), ensure_ascii=False)[1:-1]
+
+
+def encode_text(text: str) -> bytes:
+    """Canonical JSON string contents (without quotes) for ``text``."""
+    return json.dumps(text, ensure_ascii=False)[1:-1].encode("utf-8")
+
+
+def json_char() -> Expr:
+    """One decoded character, in any JSON spelling (lone surrogates excluded)."""
+    raw = char_ranges(subtract_ranges(((0x20, 0x10FFFF),), ((0x22, 0x22), (0x5C, 0x5C))))
+    short = seq(lit("\\"), chars('"\\\\/bfnrt'))
+    # \uXXXX for a BMP scalar value: first hex digit not D, or D followed by 0-7
+    not_d = chars("0-9a-cA-CeEfF")
+    bmp = seq(lit("\\u"), alt(seq(not_d, rep(_HEX, 3, 3)), seq(chars("dD"), chars("0-7"), rep(_HEX, 2, 2))))
+    high = seq(lit("\\u"), chars("dD"), chars("89abAB"), rep(_HEX, 2, 2))
+    low = seq(lit("\\u"), chars("dD"), chars("c-fC-F"), rep(_HEX, 2, 2))
+    return alt(raw, short, bmp, seq(high, low))
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def _encode_charset(ranges) -> Expr:
+    plain = subtract_ranges(ranges, SPECIAL_RANGES)
+    parts = [CharSet(plain)] if plain else []
+    for lo, hi in intersect_ranges(ranges, SPECIAL_RANGES):
+        for c in range(lo, hi + 1):
+            parts.append(lit(canonical_escape(c)))
+    return alt(parts)
+
+
+def _encode_byteset(ranges) -> Expr:
+    # ASCII bytes are characters; bytes >= 0x80 are parts of multibyte sequences, never special.
+    ascii_part = intersect_ranges(ranges, ((0, 0x7F),))
+    high = intersect_ranges(ranges, ((0x80, 0xFF),))
+    parts = [_encode_charset(ascii_part)] if ascii_part else []
+    if high:
+        parts.append(byte_ranges(high))
+    return alt(parts)
+
+
+def _encode_literal(data: bytes) -> Expr:
+    out = bytearray()
+    for b in data:
+        if b < 0x20 or b in (0x22, 0x5C):
+            out += canonical_escape(b).encode()
+        else:
+            out.append(b)
+    return lit(bytes(out))
+
+
+def encode_automaton(a: Automaton) -> Automaton:
+    """Rewrite a byte DFA over UTF-8 decoded text into one over canonical JSON contents.
+
+    Special characters are single ASCII bytes (never UTF-8 continuation bytes), so each edge
+    on a special byte becomes a chain spelling its escape. All escapes start with a backslash;
+    the chains of one state are merged into a trie so the result stays deterministic.
+    """
+    edges: list[list[tuple[int, int, int]]] = []
+    accepting = list(a.accepting)
+    n = len(a.edges)
+    edges = [[] for _ in range(n)]
+
+    def new_state() -> int:
+        edges.append([])
+        accepting.append(False)
+        return len(edges) - 1
+
+    for s, out in enumerate(a.edges):
+        trie: dict = {}
+        for lo, hi, dst in out:
+            for plo, phi in subtract_ranges(((lo, hi),), SPECIAL_RANGES):
+                edges[s].append((plo, phi, dst))
+            for slo, shi in intersect_ranges(((lo, hi),), SPECIAL_RANGES):
+                for c in range(slo, shi + 1):
+                    node = trie
+                    esc = canonical_escape(c).encode()
+                    for b in esc[:-1]:
+                        node = node.setdefault(b, {})
+                    node[esc[-1]] = dst  # escapes are prefix-free
+        def emit(state: int, node: dict) -> None:
+            for b in sorted(node):
+                child = node[b]
+                if isinstance(child, dict):
+                    t = new_state()
+                    edges[state].append((b, b, t))
+                    emit(t, child)
+                else:
+                    edges[state].append((b, b, child))
+        emit(s, trie)
+    final = tuple(tuple(sorted(out)) for out in edges)
+    return Automaton(a.start, final, tuple(accepting), label=f"json-encoded {a.label}")
+
+
+def encode_text_expr(expr: Expr, memo: dict | None = None) -> Expr:
+    """Map a language of decoded strings to its canonical JSON spellings (without quotes)."""
+    if memo is None:
+        memo = {}
+    key = id(expr)
+    if key in memo:
+        return memo[key][1]
+    if isinstance(expr, (Empty, Nothing)):
+        out = expr
+    elif isinstance(expr, Literal):
+        out = _encode_literal(expr.data)
+    elif isinstance(expr, CharSet):
+        out = _encode_charset(expr.ranges)
+    elif isinstance(expr, ByteSet):
+        out = _encode_byteset(expr.ranges)
+    elif isinstance(expr, Seq):
+        out = seq([encode_text_expr(i, memo) for i in expr.items])
+    elif isinstance(expr, Alt):
+        out = alt([encode_text_expr(i, memo) for i in expr.items])
+    elif isinstance(expr, Repeat):
+        out = rep(encode_text_expr(expr.item, memo), expr.min, expr.max)
+    elif isinstance(expr, Automaton):
+        out = encode_automaton(expr)
+    elif isinstance(expr, Ref):
+        raise GrammarError("a string language with rule references cannot be JSON-encoded")
+    else:
+        raise TypeError(f"not an IR expression: {expr!r}")
+    memo[key] = (expr, out)
+    return out
+
+
+def quoted(contents: Expr) -> Expr:
+    return seq(lit('"'), contents, lit('"'))
+
+
+__all__ = [
+    "EMPTY",
+    "canonical_escape",
+    "encode_automaton",
+    "encode_text",
+    "encode_text_expr",
+    "json_char",
+    "quoted",
+]
