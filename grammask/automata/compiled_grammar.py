@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+
 from ..grammar.ir import Grammar
+from .mask_cache import MaskCache
 from .rule_automata import RuleAutomata, build_rule_automata
 from .token_trie import TokenTrie, token_trie_of
 
@@ -14,12 +17,15 @@ class CompiledGrammar:
     threads) can share one. Picklable.
     """
 
-    __slots__ = ("_grammar", "_tokenizer_info", "_automata", "__weakref__")
+    __slots__ = ("_grammar", "_tokenizer_info", "_automata", "_mask_cache", "_lock",
+                 "__weakref__")
 
     def __init__(self, grammar: Grammar, tokenizer_info, automata: RuleAutomata | None = None):
         self._grammar = grammar
         self._tokenizer_info = tokenizer_info
         self._automata = automata if automata is not None else build_rule_automata(grammar)
+        self._mask_cache = None
+        self._lock = threading.Lock()
 
     @property
     def grammar(self) -> Grammar:
@@ -40,15 +46,32 @@ class CompiledGrammar:
         return token_trie_of(self._tokenizer_info)
 
     @property
+    def mask_cache(self) -> MaskCache:
+        """The per-state token-mask cache, shared by every matcher of this grammar."""
+        cache = self._mask_cache
+        if cache is None:
+            with self._lock:
+                if self._mask_cache is None:
+                    self._mask_cache = MaskCache(self._automata, self.token_trie)
+                cache = self._mask_cache
+        return cache
+
+    @property
     def memory_size_bytes(self) -> int:
-        """Bytes held by this grammar's own arrays (the shared vocabulary trie excluded)."""
-        return int(self._automata.blob.nbytes)
+        """Bytes held by this grammar: its automata and the mask-cache entries built so far
+        (the vocabulary trie, shared by all grammars of a tokenizer, is not counted)."""
+        size = int(self._automata.blob.nbytes)
+        if self._mask_cache is not None:
+            size += self._mask_cache.memory_size_bytes
+        return size
 
     def __getstate__(self):
         return (self._grammar, self._tokenizer_info, self._automata)
 
     def __setstate__(self, state):
         self._grammar, self._tokenizer_info, self._automata = state
+        self._mask_cache = None
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         a = self._automata

@@ -7,6 +7,7 @@ from typing import Iterable
 import numpy as np
 
 from ..mask_kernels import earley as K
+from ..mask_kernels import mask_cache as MC
 from ..mask_kernels.bitmask import bitmask_words
 from .compiled_grammar import CompiledGrammar
 
@@ -73,6 +74,10 @@ class GrammarMatcher:
         self._history: list[int] = []  # n_sets before each accepted token
         self._terminated = False
         self._jf_buf = np.zeros(4096, dtype=np.uint8)
+        self._cache = compiled_grammar.mask_cache
+        self._roots = np.zeros(64, dtype=np.int32)
+        self._unc_buf = np.zeros(max(1, len(self._trie.sorted_ids)), dtype=np.int32)
+        self._missing = np.zeros(1, dtype=np.int64)
         self.reset()
 
     # ------------------------------------------------------------------ buffers
@@ -216,14 +221,32 @@ class GrammarMatcher:
                 row[t >> 5] |= np.int32(1) << np.int32(t & 31)
             return True
         trie = self._trie
+        cache = self._cache
+        while True:
+            r = MC.fill_mask_cached(self._g, self._items, self._sets, self._dedup, self._meta,
+                                    trie.tok_bytes, trie.tok_ptr, trie.sorted_ids, cache.cmeta,
+                                    cache.pool, cache.universe, self._stop_ids, row,
+                                    self._roots, self._unc_buf, self._missing)
+            if r == K.OK:
+                break
+            if r == MC.NEED_CACHE:
+                cache.ensure(int(self._missing[0]))
+            else:
+                self._grow()
+                self._roots = np.zeros(self._roots.shape[0] * 2, dtype=np.int32)
+                self._unc_buf = np.zeros(self._unc_buf.shape[0] * 2, dtype=np.int32)
+        return not _all_allowed(row, self._vocab_size)
+
+    def _fill_uncached(self, row: np.ndarray) -> None:
+        """The mask by a full trie walk, without the cache (for tests and comparisons)."""
+        trie = self._trie
         while True:
             r = K.fill_mask(self._g, self._items, self._sets, self._dedup, self._meta,
                             trie.tok_bytes, trie.tok_ptr, trie.sorted_ids, trie.lcp, trie.skip,
                             self._stop_ids, row)
             if r != K.FULL:
-                break
+                return
             self._grow()
-        return not _all_allowed(row, self._vocab_size)
 
     def find_jump_forward_string(self) -> str:
         """The longest string the grammar forces from here (empty when the next byte is a

@@ -1,0 +1,225 @@
+"""The adaptive token-mask cache of one compiled grammar: built lazily, shared by matchers.
+
+A state's entry is computed the first time a matcher needs it (see
+:mod:`grammask.mask_kernels.mask_cache` for what an entry holds) and kept in an
+append-only pool, so matchers in other threads keep reading while entries are added. Each
+accepted set is stored in the smallest of three forms: accepted ids, rejected ids, bitset.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from ..mask_kernels import earley as E
+from ..mask_kernels import mask_cache as MC
+from .rule_automata import RuleAutomata
+from .token_trie import TokenTrie
+
+
+class MaskCache:
+    """Per-state token masks of one (grammar, vocabulary) pair."""
+
+    def __init__(self, automata: RuleAutomata, trie: TokenTrie):
+        self._a = automata
+        self._trie = trie
+        g = automata.blob
+        self._g = g
+        n_states = automata.n_states
+        self.cmeta = np.zeros((n_states, 5), dtype=np.int64)
+        self.pool = np.zeros(4096, dtype=np.int32)
+        self._used = 0
+        self._lock = threading.Lock()
+        self._follow: np.ndarray | None = None
+        words = (trie.vocab_size + 31) // 32
+        universe = np.zeros(words, dtype=np.int32)
+        ids = trie.sorted_ids
+        np.bitwise_or.at(universe, ids >> 5, (np.int64(1) << (ids & 31)).astype(np.int64)
+                         .astype(np.uint32).view(np.int32))
+        self.universe = universe
+        self._universe_count = len(ids)
+        self._acc_bits = np.zeros(words, dtype=np.int32)
+        self._unc_out = np.zeros(max(1, len(ids)), dtype=np.int32)
+        lengths = np.diff(trie.tok_ptr)
+        self._max_depth = int(lengths.max()) if len(lengths) else 1
+        flags = g[g[E.H_FLAGS]:g[E.H_FLAGS] + n_states]
+        rule_of = g[g[E.H_RULE_OF]:g[E.H_RULE_OF] + n_states]
+        n_rules = int(g[E.H_NRULES])
+        self._rule_has_calls = np.zeros(n_rules, dtype=bool)
+        self._rule_has_calls[rule_of[(flags & E.F_CALLS) != 0]] = True
+        self._flags = flags
+        self._rule_of = rule_of
+        self._scratch = None  # parser buffers for Earley-based builds
+        self.n_built = 0
+
+    @property
+    def memory_size_bytes(self) -> int:
+        return int(self.cmeta.nbytes + self._used * 4)
+
+    # ------------------------------------------------------------------ building
+
+    def ensure(self, state: int) -> None:
+        """Builds the entry of ``state`` unless it exists."""
+        with self._lock:
+            if self.cmeta[state, MC.C_KIND] != MC.K_NONE:
+                return
+            self._build(state)
+
+    def _build(self, s: int) -> None:
+        f = int(self._flags[s])
+        if not f & (E.F_BYTES | E.F_CALLS):
+            MC.store_cache_row(self.cmeta, s, MC.K_EMPTY, 0, 0, 0, 0)
+            return
+        trie = self._trie
+        rule = int(self._rule_of[s])
+        follow = self._follow_of(rule)
+        if not self._rule_has_calls[rule]:
+            n_unc = MC.build_cache_dfa(self._g, s, trie.tok_bytes, trie.tok_ptr, trie.sorted_ids,
+                                       trie.lcp, trie.skip, follow, self._acc_bits,
+                                       self._unc_out, self._max_depth)
+        else:
+            if self._scratch is None:
+                self._scratch = _new_scratch(self._a.n_states)
+            while True:
+                items, sets, dedup, meta = self._scratch
+                if sets.shape[0] < self._max_depth + 8:
+                    self._scratch = _grow(self._scratch, self._max_depth + 8)
+                    continue
+                n_unc = MC.build_cache_earley(self._g, s, items, sets, dedup, meta,
+                                              trie.tok_bytes, trie.tok_ptr, trie.sorted_ids,
+                                              trie.lcp, trie.skip, follow, self._acc_bits,
+                                              self._unc_out, self._max_depth)
+                if n_unc != E.FULL:
+                    break
+                self._scratch = _grow(self._scratch)
+        bits = self._acc_bits
+        n_words = bits.shape[0]
+        allowed = np.unpackbits(bits.view(np.uint8), bitorder="little")
+        n_acc = int(allowed.sum())
+        n_rej = self._universe_count - n_acc
+        if n_acc <= n_words and n_acc <= n_rej:
+            kind, data = MC.K_ACC, np.flatnonzero(allowed).astype(np.int32)
+        elif n_rej <= n_words:
+            rejected = (self.universe.view(np.uint32) & ~bits.view(np.uint32)).view(np.int32)
+            kind = MC.K_REJ
+            data = np.flatnonzero(np.unpackbits(rejected.view(np.uint8),
+                                                bitorder="little")).astype(np.int32)
+        else:
+            kind, data = MC.K_BITS, bits.copy()
+        unc = self._unc_out[:n_unc]
+        acc_off = self._append(data)
+        unc_off = self._append(unc)
+        MC.store_cache_row(self.cmeta, s, kind, acc_off, len(data), unc_off, n_unc)
+        self.n_built += 1
+
+    def _append(self, data: np.ndarray) -> int:
+        need = self._used + len(data)
+        if need > self.pool.shape[0]:
+            size = self.pool.shape[0]
+            while size < need:
+                size *= 2
+            pool = np.zeros(size, dtype=np.int32)
+            pool[: self._used] = self.pool[: self._used]
+            self.pool = pool  # readers holding the old pool still see valid entries
+        off = self._used
+        self.pool[off:need] = data
+        self._used = need
+        return off
+
+    # ------------------------------------------------------------------ follow sets
+
+    def _follow_of(self, rule: int) -> np.ndarray:
+        if self._follow is None:
+            self._follow = compute_follow(self._g)
+        return self._follow[rule]
+
+
+def _new_scratch(n_states: int):
+    return (np.zeros((1024, 3), dtype=np.int32), np.zeros(512, dtype=np.int32),
+            np.full((n_states, 2), -1, dtype=np.int32), np.zeros(4, dtype=np.int64))
+
+
+def _grow(scratch, min_sets: int = 0):
+    items, sets, dedup, meta = scratch
+    new_items = np.zeros((items.shape[0] * 2, 3), dtype=np.int32)
+    new_sets = np.zeros(max(sets.shape[0] * 2, min_sets), dtype=np.int32)
+    return new_items, new_sets, dedup, meta
+
+
+def compute_follow(g: np.ndarray) -> np.ndarray:
+    """``follow[r, b]``: whether byte ``b`` can come right after rule ``r`` completes, in some
+    context of the grammar (a bool[n_rules, 256] array)."""
+    n_states = int(g[E.H_NSTATES])
+    n_classes = int(g[E.H_NCLASSES])
+    n_rules = int(g[E.H_NRULES])
+    byte_class = g[E.HEADER:E.HEADER + 256]
+    trans = g[g[E.H_TRANS]:g[E.H_TRANS] + n_states * n_classes].reshape(n_states, n_classes)
+    flags = g[g[E.H_FLAGS]:g[E.H_FLAGS] + n_states]
+    rule_of = g[g[E.H_RULE_OF]:g[E.H_RULE_OF] + n_states]
+    call_ptr = g[g[E.H_CALL_PTR]:g[E.H_CALL_PTR] + n_states + 1]
+    n_calls = int(g[E.H_NCALLS])
+    call_rule = g[g[E.H_CALL_RULE]:g[E.H_CALL_RULE] + n_calls]
+    call_dst = g[g[E.H_CALL_DST]:g[E.H_CALL_DST] + n_calls]
+    rule_start = g[g[E.H_RULE_START]:g[E.H_RULE_START] + n_rules]
+    nullable = g[g[E.H_NULLABLE]:g[E.H_NULLABLE] + n_rules].astype(bool)
+
+    # byte set of a class column, as a Python int bitset over 256 bytes
+    class_bytes = [0] * n_classes
+    for b in range(256):
+        class_bytes[int(byte_class[b])] |= 1 << b
+
+    def own_bytes(q: int) -> int:
+        out = 0
+        if flags[q] & E.F_BYTES:
+            for c in np.flatnonzero(trans[q] >= 0):
+                out |= class_bytes[int(c)]
+        return out
+
+    # FIRST of a state: its bytes, the FIRST of called rules, and past nullable calls.
+    first_state: dict[int, int] = {}
+    ends_state: dict[int, bool] = {}  # can reach acceptance through nullable calls only
+    interesting = set(int(x) for x in call_dst) | set(int(x) for x in rule_start)
+    for q in interesting:
+        first_state[q] = own_bytes(q)
+        ends_state[q] = bool(flags[q] & E.F_ACCEPT)
+    # closure over nullable calls, to a fixpoint
+    changed = True
+    while changed:
+        changed = False
+        for q in list(first_state):
+            fs = first_state[q]
+            es = ends_state[q]
+            for e in range(int(call_ptr[q]), int(call_ptr[q + 1])):
+                r = int(call_rule[e])
+                fs |= first_state[int(rule_start[r])]
+                if nullable[r]:
+                    d = int(call_dst[e])
+                    fs |= first_state.get(d, 0)
+                    es = es or ends_state.get(d, False)
+            if fs != first_state[q] or es != ends_state[q]:
+                first_state[q] = fs
+                ends_state[q] = es
+                changed = True
+    follow = [0] * n_rules
+    sites: list[tuple[int, int, int]] = []  # (called rule, caller rule, return state)
+    for q in range(n_states):
+        if flags[q] & E.F_CALLS:
+            for e in range(int(call_ptr[q]), int(call_ptr[q + 1])):
+                sites.append((int(call_rule[e]), int(rule_of[q]), int(call_dst[e])))
+    changed = True
+    while changed:
+        changed = False
+        for r, caller, d in sites:
+            f = follow[r] | first_state[d]
+            if ends_state[d]:
+                f |= follow[caller]
+            if f != follow[r]:
+                follow[r] = f
+                changed = True
+    out = np.zeros((n_rules, 256), dtype=np.bool_)
+    for r in range(n_rules):
+        bits = follow[r]
+        if bits:
+            out[r] = [(bits >> b) & 1 for b in range(256)]
+    return out

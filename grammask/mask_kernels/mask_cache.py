@@ -1,0 +1,340 @@
+"""Numba kernels of the adaptive token-mask cache.
+
+For an automaton state ``s`` the cache splits the vocabulary into tokens that are
+*accepted* from any item at ``s`` whatever lies below it (all their bytes are consumed inside
+the rule of ``s`` and the rules it calls), tokens *rejected* whatever lies below, and
+*uncertain* tokens: the rule of ``s`` can complete inside the token and the rest depends on the
+caller. A completion counts only when the next byte can follow the rule somewhere in the
+grammar (``follow``), so most tokens that leave the rule are rejected up front.
+
+At run time the mask of an Earley set is the union of the accepted sets of its *root* items
+(items not predicted in the set itself: every predicted item is covered by the root that
+predicted it), plus the uncertain tokens that survive a walk from the live parser state.
+
+Cache table (built lazily, append-only; see grammask.automata.mask_cache):
+    cmeta int64[n_states, 5]: kind, acc_off, acc_len, unc_off, unc_len   (kind 0: not built)
+    pool  int32[...]        : id lists, bitsets and uncertain lists
+kinds: 1 accepted ids, 2 ids of the universe NOT accepted, 3 bitset of accepted, 4 nothing to
+scan from this state (no edges).
+Uncertain lists hold positions in the sorted vocabulary (trie order), not token ids.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from .earley import (
+    F_ACCEPT,
+    F_BYTES,
+    F_CALLS,
+    FULL,
+    H_FLAGS,
+    H_NCLASSES,
+    H_RULE_OF,
+    H_TRANS,
+    HEADER,
+    M_NITEMS,
+    M_NSETS,
+    OK,
+    _add,
+    _closure,
+    _next_stamp,
+    can_end,
+    pop_to,
+    push_byte,
+)
+
+NEED_CACHE = -2
+
+K_NONE, K_ACC, K_REJ, K_BITS, K_EMPTY = 0, 1, 2, 3, 4
+C_KIND, C_ACC_OFF, C_ACC_LEN, C_UNC_OFF, C_UNC_LEN = 0, 1, 2, 3, 4
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _set_bit(row, t):
+    row[t >> 5] |= np.int32(1) << np.int32(t & 31)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _get_bit(row, t):
+    return (row[t >> 5] >> np.int32(t & 31)) & 1
+
+
+@nb.njit(cache=True, nogil=True)
+def build_cache_dfa(g, root, tok_bytes, tok_ptr, sorted_ids, lcp, skip, follow, acc_bits,
+                    unc_out, max_depth):
+    """Cache of a state whose rule calls no other rule: a plain DFA walk over the trie.
+    Fills ``acc_bits`` (cleared first) and ``unc_out``; returns the uncertain count."""
+    n_classes = g[H_NCLASSES]
+    trans_o = g[H_TRANS]
+    flags_o = g[H_FLAGS]
+    acc_bits[:] = 0
+    states = np.empty(max_depth + 1, dtype=np.int32)
+    unc = np.zeros(max_depth + 1, dtype=np.bool_)
+    states[0] = root
+    n = sorted_ids.shape[0]
+    n_unc = 0
+    pushed = 0
+    i = 0
+    while i < n:
+        common = lcp[i]
+        if common < pushed:
+            pushed = common
+        p = tok_ptr[i]
+        length = tok_ptr[i + 1] - p
+        dead = False
+        while pushed < length:
+            b = tok_bytes[p + pushed]
+            s = states[pushed]
+            u = unc[pushed] or (pushed > 0 and (g[flags_o + s] & F_ACCEPT) != 0 and follow[b])
+            t = g[trans_o + s * n_classes + g[HEADER + b]]
+            if t < 0:
+                j = skip[p + pushed]
+                if u:
+                    for q in range(i, j):
+                        unc_out[n_unc] = q
+                        n_unc += 1
+                i = j
+                dead = True
+                break
+            pushed += 1
+            states[pushed] = t
+            unc[pushed] = u
+        if not dead:
+            _set_bit(acc_bits, sorted_ids[i])
+            i += 1
+    return n_unc
+
+
+@nb.njit(cache=True, nogil=True)
+def _exit_possible(g, items, sets, meta):
+    """Whether the root rule (the items of origin 0) can complete at the current position."""
+    k = meta[M_NSETS] - 1
+    flags_o = g[H_FLAGS]
+    for m in range(sets[k], sets[k + 1]):
+        if items[m, 1] == 0 and (g[flags_o + items[m, 0]] & F_ACCEPT):
+            return True
+    return False
+
+
+@nb.njit(cache=True, nogil=True)
+def build_cache_earley(g, root, items, sets, dedup, meta, tok_bytes, tok_ptr, sorted_ids, lcp,
+                       skip, follow, acc_bits, unc_out, max_depth):
+    """Cache of any state: an Earley sub-parse rooted at (root, origin 0) over the trie; set 0
+    is left empty, so the root rule completing (an *exit*) advances nothing. Returns the
+    uncertain count, or FULL when the scratch parser buffers are too small."""
+    acc_bits[:] = 0
+    meta[M_NSETS] = 1
+    meta[M_NITEMS] = 0
+    sets[0] = 0
+    sets[1] = 0
+    stamp = _next_stamp(dedup, meta)
+    if _add(items, dedup, meta, 1, root, 0, stamp) == FULL:
+        return FULL
+    if _closure(g, items, sets, dedup, meta, 1, stamp) == FULL:
+        return FULL
+    meta[M_NSETS] = 2
+    sets[2] = meta[M_NITEMS]
+    base = 2
+    unc = np.zeros(max_depth + 1, dtype=np.bool_)
+    exitp = np.zeros(max_depth + 1, dtype=np.bool_)
+    n = sorted_ids.shape[0]
+    n_unc = 0
+    pushed = 0
+    i = 0
+    while i < n:
+        common = lcp[i]
+        if common < pushed:
+            pop_to(sets, meta, base + common)
+            pushed = common
+        p = tok_ptr[i]
+        length = tok_ptr[i + 1] - p
+        dead = False
+        while pushed < length:
+            b = tok_bytes[p + pushed]
+            u = unc[pushed] or (exitp[pushed] and follow[b])
+            r = push_byte(g, items, sets, dedup, meta, b)
+            if r == FULL:
+                return FULL
+            if r != OK:
+                j = skip[p + pushed]
+                if u:
+                    for q in range(i, j):
+                        unc_out[n_unc] = q
+                        n_unc += 1
+                i = j
+                dead = True
+                break
+            pushed += 1
+            unc[pushed] = u
+            exitp[pushed] = _exit_possible(g, items, sets, meta)
+        if not dead:
+            _set_bit(acc_bits, sorted_ids[i])
+            i += 1
+    pop_to(sets, meta, base)
+    return n_unc
+
+
+@nb.njit(cache=True, nogil=True)
+def _or_accepted(cmeta, pool, universe, s, row):
+    kind = cmeta[s, C_KIND]
+    off = cmeta[s, C_ACC_OFF]
+    ln = cmeta[s, C_ACC_LEN]
+    if kind == K_ACC:
+        for j in range(off, off + ln):
+            _set_bit(row, pool[j])
+    elif kind == K_BITS:
+        for w in range(ln):
+            row[w] |= pool[off + w]
+    elif kind == K_REJ:
+        # the universe minus the listed ids (sorted), word by word
+        j = off
+        end = off + ln
+        for w in range(row.shape[0]):
+            word = universe[w]
+            while j < end and (pool[j] >> 5) == w:
+                word &= ~(np.int32(1) << np.int32(pool[j] & 31))
+                j += 1
+            row[w] |= word
+
+
+@nb.njit(cache=True, nogil=True)
+def _common_prefix(tok_bytes, pa, la, pb, lb, limit):
+    m = min(la, lb, limit)
+    k = 0
+    while k < m and tok_bytes[pa + k] == tok_bytes[pb + k]:
+        k += 1
+    return k
+
+
+@nb.njit(cache=True, nogil=True)
+def fill_mask_cached(g, items, sets, dedup, meta, tok_bytes, tok_ptr, sorted_ids, cmeta, pool,
+                     universe, stop_ids, mask_row, roots, unc_buf, missing):
+    """The mask of the current Earley set from the cached per-state sets. Returns OK, FULL,
+    or NEED_CACHE with the state lacking a cache in ``missing[0]``."""
+    k = meta[M_NSETS] - 1
+    flags_o = g[H_FLAGS]
+    pool_n = pool.shape[0]
+    n_roots = 0
+    for m in range(sets[k], sets[k + 1]):
+        s = items[m, 0]
+        if k > 0 and items[m, 1] == k:
+            continue
+        if (g[flags_o + s] & (F_BYTES | F_CALLS)) == 0:
+            continue
+        dup = False
+        for r in range(n_roots):
+            if roots[r] == s:
+                dup = True
+                break
+        if dup:
+            continue
+        if n_roots >= roots.shape[0]:
+            return FULL
+        kind = cmeta[s, C_KIND]
+        if kind == K_NONE or cmeta[s, C_ACC_OFF] + cmeta[s, C_ACC_LEN] > pool_n \
+                or cmeta[s, C_UNC_OFF] + cmeta[s, C_UNC_LEN] > pool_n:
+            missing[0] = s
+            return NEED_CACHE
+        roots[n_roots] = s
+        n_roots += 1
+    mask_row[:] = 0
+    n_unc = 0
+    for r in range(n_roots):
+        s = roots[r]
+        _or_accepted(cmeta, pool, universe, s, mask_row)
+        n_unc += cmeta[s, C_UNC_LEN]
+    if n_unc > 0:
+        if n_roots == 1:
+            s = roots[0]
+            off = cmeta[s, C_UNC_OFF]
+            for j in range(n_unc):
+                unc_buf[j] = pool[off + j]
+        else:
+            if n_unc > unc_buf.shape[0]:
+                return FULL
+            c = 0
+            for r in range(n_roots):
+                s = roots[r]
+                off = cmeta[s, C_UNC_OFF]
+                for j in range(cmeta[s, C_UNC_LEN]):
+                    unc_buf[c] = pool[off + j]
+                    c += 1
+            unc_buf[:n_unc].sort()
+        status = _walk_uncertain(g, items, sets, dedup, meta, tok_bytes, tok_ptr, sorted_ids,
+                                 unc_buf, n_unc, mask_row)
+        if status == FULL:
+            return FULL
+    if can_end(g, items, sets, meta):
+        for t in stop_ids:
+            _set_bit(mask_row, t)
+    return OK
+
+
+@nb.njit(cache=True, nogil=True)
+def _walk_uncertain(g, items, sets, dedup, meta, tok_bytes, tok_ptr, sorted_ids, unc, n_unc,
+                    mask_row):
+    """Checks the uncertain tokens (sorted trie positions) against the live parser state."""
+    base = meta[M_NSETS]
+    pushed = 0
+    prev_p = 0
+    prev_len = 0
+    j = 0
+    status = OK
+    while j < n_unc:
+        q = unc[j]
+        if j > 0 and q == unc[j - 1]:
+            j += 1
+            continue
+        t = sorted_ids[q]
+        p = tok_ptr[q]
+        length = tok_ptr[q + 1] - p
+        if _get_bit(mask_row, t):
+            j += 1
+            continue
+        common = _common_prefix(tok_bytes, prev_p, prev_len, p, length, pushed)
+        if common < pushed:
+            pop_to(sets, meta, base + common)
+            pushed = common
+        prev_p = p
+        prev_len = length
+        ok = True
+        while pushed < length:
+            r = push_byte(g, items, sets, dedup, meta, tok_bytes[p + pushed])
+            if r == OK:
+                pushed += 1
+            else:
+                if r == FULL:
+                    status = FULL
+                ok = False
+                break
+        if status == FULL:
+            break
+        if ok:
+            _set_bit(mask_row, t)
+            j += 1
+        else:
+            # every following uncertain token with the same dead prefix is rejected too
+            dead_len = pushed + 1
+            j += 1
+            while j < n_unc:
+                q2 = unc[j]
+                p2 = tok_ptr[q2]
+                l2 = tok_ptr[q2 + 1] - p2
+                if _common_prefix(tok_bytes, p, length, p2, l2, dead_len) < dead_len:
+                    break
+                j += 1
+    pop_to(sets, meta, base)
+    return status
+
+
+@nb.njit(cache=True, nogil=True)
+def store_cache_row(cmeta, s, kind, acc_off, acc_len, unc_off, unc_len):
+    """Publishes a state's cache row; the kind is written last so a concurrent reader never
+    sees a half-written row as built."""
+    cmeta[s, C_ACC_OFF] = acc_off
+    cmeta[s, C_ACC_LEN] = acc_len
+    cmeta[s, C_UNC_OFF] = unc_off
+    cmeta[s, C_UNC_LEN] = unc_len
+    cmeta[s, C_KIND] = kind
