@@ -17,11 +17,11 @@ import enum
 import json
 import operator
 import os
-import re
-from bisect import bisect_right
 from collections.abc import Iterable, Sequence
-from itertools import accumulate
+from itertools import compress
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from ..errors import TokenizerError
 
@@ -102,12 +102,9 @@ def _byte_level_chars() -> list[str]:
 
 BYTE_LEVEL_CHARS: tuple[str, ...] = tuple(_byte_level_chars())
 
-# str.translate table: byte-level character -> the Latin-1 character of its byte. Characters
-# below U+0100 that are not in the alphabet go to U+FFFF so that the Latin-1 encoding of a
-# token that uses them fails to be a one-byte-per-character image (see _decode_byte_level).
-_BYTE_LEVEL_TABLE: dict[int, int] = {c: 0xFFFF for c in range(0x100)}
-_BYTE_LEVEL_TABLE.update({ord(ch): b for b, ch in enumerate(BYTE_LEVEL_CHARS)})
-_NOT_BYTE_LEVEL = re.compile("[^" + re.escape("".join(BYTE_LEVEL_CHARS)) + "]")
+# Code point -> byte for the byte-level alphabet (which ends at U+0143); -1 elsewhere.
+_BYTE_LEVEL_LUT = np.full(0x144, -1, dtype=np.int16)
+_BYTE_LEVEL_LUT[[ord(ch) for ch in BYTE_LEVEL_CHARS]] = np.arange(256, dtype=np.int16)
 
 
 def encode_byte_level(data: bytes) -> str:
@@ -143,8 +140,6 @@ def _token_error(token_id: int, spelling: str | bytes, why: str) -> TokenizerErr
 
 def _as_text(vocab: list[str | bytes], vocab_type: VocabType) -> list[str]:
     """The spellings as str (byte-level and byte-fallback spellings are text by nature)."""
-    if set(map(type, vocab)) <= {str}:
-        return vocab  # type: ignore[return-value]
     out = []
     for i, tok in enumerate(vocab):
         if isinstance(tok, str):
@@ -187,32 +182,39 @@ def _decode_byte_fallback(vocab: list[str]) -> list[bytes]:
 
 
 def _decode_byte_level(vocab: list[str]) -> list[bytes]:
-    # One pass over the whole vocabulary: every alphabet character becomes exactly one byte,
-    # so the Latin-1 image of the joined, translated text can be cut at the character
-    # offsets. Tokens that use other characters are then redone as their UTF-8 text.
+    # Vectorized over the whole vocabulary: every alphabet character is exactly one byte, so
+    # the joined text maps code point by code point to the joined bytes, which are then cut
+    # at the tokens' character offsets. Tokens with other characters are redone as UTF-8.
     joined = "".join(vocab)
-    image = joined.translate(_BYTE_LEVEL_TABLE).encode("latin-1", errors="replace")
-    ends = list(accumulate(map(len, vocab)))
+    points = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    in_table = points < len(_BYTE_LEVEL_LUT)
+    values = _BYTE_LEVEL_LUT[np.where(in_table, points, 0)]
+    foreign = ~in_table | (values < 0)
+    image = values.astype(np.uint8).tobytes()
+    ends_np = np.cumsum(np.fromiter(map(len, vocab), dtype=np.int64, count=len(vocab)))
+    ends = ends_np.tolist()
     out = [image[s:e] for s, e in zip([0, *ends], ends)]
-    redo = {bisect_right(ends, m.start()) for m in _NOT_BYTE_LEVEL.finditer(joined)}
-    for i in sorted(redo):
-        try:
-            out[i] = vocab[i].encode("utf-8")
-        except UnicodeEncodeError:
-            raise _token_error(i, vocab[i], "not encodable as UTF-8 (lone surrogate)") from None
+    if foreign.any():
+        redo = np.unique(np.searchsorted(ends_np, np.flatnonzero(foreign), side="right"))
+        for i in redo.tolist():
+            try:
+                out[i] = vocab[i].encode("utf-8")
+            except UnicodeEncodeError:
+                raise _token_error(i, vocab[i], "not encodable as UTF-8 (lone surrogate)") from None
     return out
 
 
 def decode_vocab(vocab: Sequence[str | bytes], vocab_type: VocabType) -> list[bytes]:
     """The bytes of every spelling in ``vocab`` under ``vocab_type`` (no special handling)."""
     vocab = list(vocab)
-    if not set(map(type, vocab)) <= {str, bytes}:
+    kinds = set(map(type, vocab))
+    if not kinds <= {str, bytes}:
         for i, tok in enumerate(vocab):
             if not isinstance(tok, (str, bytes, bytearray)):
                 raise _token_error(i, tok, f"expected str or bytes, got {type(tok).__name__}")
     if vocab_type == VocabType.RAW:
         return _decode_raw(vocab)
-    text = _as_text(vocab, vocab_type)
+    text = vocab if kinds <= {str} else _as_text(vocab, vocab_type)
     if vocab_type == VocabType.BYTE_FALLBACK:
         return _decode_byte_fallback(text)
     return _decode_byte_level(text)
@@ -349,7 +351,7 @@ class TokenizerInfo:
         else:
             special = set(_check_ids(special_token_ids, vocab_size, "special_token_ids"))
         special.update(stops)
-        special.update(i for i, b in enumerate(decoded) if not b)
+        special.update(compress(range(len(decoded)), map(operator.not_, decoded)))
         for i in special:
             decoded[i] = b""
 

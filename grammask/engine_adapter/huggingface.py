@@ -221,7 +221,9 @@ def _from_backend(
             continue
         text = tok.content
         if can_check:
-            text = decode([anchor, i])[1:] if anchor is not None else decode([i])
+            # Behind the anchor "a", decoders that strip a leading space leave the token alone.
+            text = decode([anchor, i]) if anchor is not None else ""
+            text = text[1:] if text.startswith("a") else decode([i])
         data = text.encode("utf-8")
         spelled = _spell(data, vocab_type)
         if spelled is None:
