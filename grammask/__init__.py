@@ -15,6 +15,7 @@ from .errors import (
 )
 from .automata.tokenizer_info import TokenizerInfo, VocabType
 from .grammar.ir import Grammar
+from .llm_runtime import LLM
 from .automata.compiled_grammar import CompiledGrammar
 from .automata.compiler import GrammarCompiler
 from .automata.matcher import GrammarMatcher
@@ -28,6 +29,7 @@ from .mask_kernels.bitmask import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "LLM",
     "CompiledGrammar",
     "Grammar",
     "GrammarCompiler",

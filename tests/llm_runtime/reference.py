@@ -17,12 +17,33 @@ def _field(reader, key, default=None):
     return f.contents()
 
 
+_INT8_TYPES = {"Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"}
+
+
+def quantize_activations(x):
+    """Round rows of x to int8 per block of 32 (scale amax/127), back in float64.
+
+    The scale and the rounding are computed in float32 like the runtime's kernel, so that
+    both round the same values the same way."""
+    b = x.astype(np.float32).reshape(*x.shape[:-1], -1, 32)
+    d = np.abs(b).max(axis=-1, keepdims=True) / np.float32(127.0)
+    inv = np.divide(np.float32(1.0), d, out=np.zeros_like(d), where=d > 0)
+    q = np.rint(b * inv)
+    return (q.astype(np.float64) * d).reshape(x.shape)
+
+
 class ReferenceModel:
-    def __init__(self, path):
+    """``emulate_int8``: quantize the inputs of matrices whose type has the runtime's int8
+    path, as the runtime does, so that the comparison isolates everything else."""
+
+    def __init__(self, path, emulate_int8=False):
         r = gguf.GGUFReader(path)
         self.arch = arch = _field(r, "general.architecture")
         self.w = {}
+        self.types = {}
+        self.emulate_int8 = emulate_int8
         for t in r.tensors:
+            self.types[t.name] = t.tensor_type.name
             a = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float64)
             shape = tuple(int(d) for d in reversed(t.shape.tolist()))
             self.w[t.name] = a.reshape(shape)
@@ -38,6 +59,11 @@ class ReferenceModel:
         if _field(r, f"{arch}.rope.scaling.type", "none") == "linear":
             self.linear = _field(r, f"{arch}.rope.scaling.factor")
         self.neox = arch == "qwen2"
+
+    def _mm(self, x, name):
+        if self.emulate_int8 and self.types[name] in _INT8_TYPES:
+            x = quantize_activations(x)
+        return x @ self.w[name].T
 
     def _rms(self, x, w):
         return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + self.eps) * w
@@ -70,7 +96,7 @@ class ReferenceModel:
         for i in range(self.n_layers):
             p = f"blk.{i}."
             h = self._rms(x, W[p + "attn_norm.weight"])
-            q, k, v = (h @ W[p + f"attn_{m}.weight"].T for m in "qkv")
+            q, k, v = (self._mm(h, p + f"attn_{m}.weight") for m in "qkv")
             if p + "attn_q.bias" in W:
                 q, k, v = q + W[p + "attn_q.bias"], k + W[p + "attn_k.bias"], v + W[p + "attn_v.bias"]
             q = self._rope(q.reshape(n, H, hd), pos)
@@ -82,10 +108,11 @@ class ReferenceModel:
             s = np.exp(s - s.max(-1, keepdims=True))
             s /= s.sum(-1, keepdims=True)
             o = np.einsum("hqk,khd->qhd", s, v).reshape(n, H * hd)
-            x = x + o @ W[p + "attn_output.weight"].T
+            x = x + self._mm(o, p + "attn_output.weight")
             h = self._rms(x, W[p + "ffn_norm.weight"])
-            g, u = h @ W[p + "ffn_gate.weight"].T, h @ W[p + "ffn_up.weight"].T
-            x = x + (g / (1 + np.exp(-g)) * u) @ W[p + "ffn_down.weight"].T
+            g, u = self._mm(h, p + "ffn_gate.weight"), self._mm(h, p + "ffn_up.weight")
+            with np.errstate(over="ignore"):  # exp(-g) -> inf is silu(g) -> 0, fine
+                act = g / (1 + np.exp(-g)) * u
+            x = x + self._mm(act, p + "ffn_down.weight")
         x = self._rms(x, W["output_norm.weight"])
-        out = W.get("output.weight", W["token_embd.weight"])
-        return x @ out.T
+        return self._mm(x, "output.weight" if "output.weight" in W else "token_embd.weight")
