@@ -50,8 +50,9 @@ class VocabType(enum.IntEnum):
 
 
 # Spellings of end-of-generation tokens across model families. When no stop ids are given,
-# every token spelled like one of these (and, in the converters, marked special by its
-# tokenizer) is a stop token, together with the tokenizer's declared eos id.
+# every token spelled like one of these is a stop token (the converters look only at the
+# tokenizer's special and added tokens, never at ordinary text tokens), together with the
+# tokenizer's declared eos id.
 KNOWN_END_TOKENS: tuple[str, ...] = (
     "</s>",
     "<|endoftext|>",
@@ -489,8 +490,8 @@ class TokenizerInfo:
                 tokenizers backend), a slow transformers tokenizer, or ``tokenizers.Tokenizer``.
             vocab_size: the model's vocabulary size when it differs from the tokenizer's
                 (padded embedding). Smaller is accepted only if the ids cut off are special.
-            stop_token_ids: overrides detection (eos_token_id plus known end tokens that
-                the tokenizer marks special).
+            stop_token_ids: overrides detection (eos_token_id plus the known end tokens
+                among the tokenizer's special and added tokens).
 
         Raises:
             TokenizerError: the tokenizer's decoder cannot be expressed as per-token bytes, or

@@ -235,7 +235,7 @@ def _from_backend(
         text_added.append(i)
 
     if stop_token_ids is None:
-        stops = default_stop_ids(declared_eos, encoded, special)
+        stops = default_stop_ids(declared_eos, encoded, special | set(added))
     else:
         stops = [int(i) for i in stop_token_ids]
     encoded, special, stops, vocab_size = fit_to_vocab_size(
@@ -289,7 +289,7 @@ def _from_slow(
         vocab_type = VocabType.RAW
 
     if stop_token_ids is None:
-        stops = default_stop_ids(_declared_eos(tokenizer), encoded, special)
+        stops = default_stop_ids(_declared_eos(tokenizer), encoded, special | set(added))
     else:
         stops = [int(i) for i in stop_token_ids]
     encoded, special, stops, vocab_size = fit_to_vocab_size(

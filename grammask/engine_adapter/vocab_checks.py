@@ -14,13 +14,13 @@ __all__ = ["default_stop_ids", "fit_to_vocab_size", "verify_against_decode", "wa
 
 
 def default_stop_ids(
-    declared: Iterable[int | None], encoded: Sequence[str | bytes], special: Iterable[int]
+    declared: Iterable[int | None], encoded: Sequence[str | bytes], candidates: Iterable[int]
 ) -> list[int]:
     """The detection rule of the converters: the tokenizer's declared eos ids, then every
-    special id spelled like a known end token, in id order."""
+    candidate id (its special and added tokens) spelled like a known end token, in id order."""
     out = [int(i) for i in declared if i is not None and int(i) >= 0]
     known = set(KNOWN_END_TOKENS)
-    for i in sorted(special):
+    for i in sorted(set(candidates)):
         tok = encoded[i] if i < len(encoded) else ""
         text = tok if isinstance(tok, str) else bytes(tok).decode("utf-8", "replace")
         if text in known and i not in out:

@@ -114,6 +114,16 @@ def test_disagreement_with_decode_names_the_token():
         TokenizerInfo.from_huggingface(tok)
 
 
+def test_stop_detection_looks_at_added_tokens_only():
+    vocab = [encode_byte_level(bytes([b])) for b in range(256)] + ["</s>"]  # text, not control
+    tok = _bpe(vocab)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_tokens(["<|im_end|>"])  # added, not special: still an end token
+    info = TokenizerInfo.from_huggingface(tok)
+    assert info.stop_token_ids == [tok.token_to_id("<|im_end|>")]
+    assert info.decoded_vocab[256] == b"</s>"
+
+
 def test_stop_token_ids_override():
     tok = _byte_level_tokenizer()
     info = TokenizerInfo.from_huggingface(tok, stop_token_ids=[5])

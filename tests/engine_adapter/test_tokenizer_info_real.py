@@ -14,7 +14,7 @@ import pickle
 import unicodedata
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from grammask import TokenizerError, TokenizerInfo, VocabType
@@ -90,6 +90,8 @@ def _valid_utf8(b: bytes) -> bool:
 def test_deepseek_encode_round_trip(deepseek, text):
     tok, info = deepseek
     ids = tok.encode(text, add_special_tokens=False).ids
+    # the tokenizer reads special-token text ("<｜end▁of▁sentence｜>") as the control token
+    assume(not set(ids) & set(info.special_token_ids))
     assert _join(info, ids) == text.encode("utf-8")
 
 
