@@ -291,6 +291,21 @@ def _float_threshold(v, strict: bool, upward: bool) -> Decimal | None:
     return Decimal(repr(g))
 
 
+# Fraction digits kept in a float-safe threshold. A threshold such as the float just above 0
+# (5e-324) would need 324 digits; rounding it away from the valid side keeps the construction
+# small and only drops texts closer to the bound than 1e-20.
+THRESHOLD_DIGITS = 20
+
+
+def _quantize(t: Decimal, upward: bool) -> Decimal:
+    from decimal import ROUND_CEILING, ROUND_FLOOR, localcontext
+
+    with localcontext() as ctx:
+        ctx.prec = 1000
+        q = t.quantize(Decimal(1).scaleb(-THRESHOLD_DIGITS), rounding=ROUND_CEILING if upward else ROUND_FLOOR)
+    return q.normalize() if q != 0 else Decimal(0)
+
+
 def number_range(minimum, maximum, exclusive_min, exclusive_max) -> Expr:
     """JSON numbers without exponent whose value (as the validator sees it) is in bounds.
 
@@ -309,6 +324,7 @@ def number_range(minimum, maximum, exclusive_min, exclusive_max) -> Expr:
         t = _float_threshold(v, strict, upward=True)
         if t is None:
             return ints
+        t = _quantize(t, upward=True)
         if lo is None or t > lo.value:
             lo = Bound(t, False)
     for v, strict in ((maximum, False), (exclusive_max, True)):
@@ -321,6 +337,7 @@ def number_range(minimum, maximum, exclusive_min, exclusive_max) -> Expr:
         t = _float_threshold(v, strict, upward=False)
         if t is None:
             return ints
+        t = _quantize(t, upward=False)
         if hi is None or t < hi.value:
             hi = Bound(t, False)
     if lo is not None and hi is not None and lo.value > hi.value:

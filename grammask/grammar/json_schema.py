@@ -60,6 +60,7 @@ from . import json_numbers as num
 from .ir import (
     EMPTY,
     NOTHING,
+    Alt,
     Expr,
     Grammar,
     Nothing,
@@ -75,7 +76,7 @@ from .ir import (
 )
 from .json_formats import CHECKED_ELSEWHERE, format_expr
 from .json_refs import Loc, SchemaIndex
-from .json_strings import encode_automaton, encode_text, encode_text_expr, json_char, quoted
+from .json_strings import encode_text, encode_text_expr, json_char, quoted
 
 MAX_WHITESPACE = 20
 MAX_INDENT_DEPTH = 16
@@ -85,6 +86,7 @@ MAX_ALTERNATIVES = 512  # expanded combinations of anyOf/oneOf/if groups per sub
 MAX_OBJECT_STATES = 20_000  # (properties x count) states for min/maxProperties
 MAX_PATTERN_KEYS = 4  # patternProperties regexes whose key regions are split exactly
 MAX_DFA_STATES = 100_000
+MAX_PRODUCT = 200_000  # states of an automaton product attempted during conversion
 
 ALL_TYPES = ("null", "boolean", "integer", "number", "string", "array", "object")
 
@@ -282,7 +284,7 @@ class _Converter:
         self.memo: dict[tuple, str] = {}
         self.names: set[str] = set()
         self.validators: dict = {}
-        self.jchar = None
+        self.key_rules: dict[tuple, str] = {}
 
     # ------------------------------------------------------------------ plumbing
 
@@ -1008,7 +1010,10 @@ class _Converter:
             raise UnsupportedSchemaError(keyword, ptr, "needs the DFA toolkit (grammask.grammar.fsm)") from None
         dfa = None
         for e in exprs:
+            self.check_budget(ptr)
             d = Dfa.from_expr(e)
+            if dfa is not None and dfa.n_states * d.n_states > MAX_PRODUCT:
+                raise UnsupportedSchemaError(keyword, ptr, f"automaton product exceeds {MAX_PRODUCT} states")
             dfa = d if dfa is None else dfa.intersect(d)
             dfa = dfa.minimize()
             if dfa.n_states > MAX_DFA_STATES:
@@ -1063,15 +1068,39 @@ class _Converter:
             langs = []
         if not langs:
             return quoted(rep(self.json_char_ref(), lo, hi))
-        if len(langs) == 1 and lo == 0 and hi is None:
-            return quoted(encode_text_expr(langs[0]))
-        exprs = list(langs)
+        keyword = "pattern" if f.patterns else ("format" if f.formats else "not")
+        if len(langs) > 1:
+            lang = self.intersect_bytes(langs, keyword, ptr)
+        else:
+            lang = langs[0]
         if lo > 0 or hi is not None:
-            exprs.append(rep(any_char(), lo, hi))
-        inter = self.intersect_bytes(exprs, "pattern" if f.patterns else "format", ptr)
-        if isinstance(inter, Nothing):
-            return NOTHING
-        return quoted(encode_automaton(inter) if not isinstance(inter, Nothing) else inter)
+            lang = self.limit_length(lang, lo, hi, keyword, ptr)
+        return quoted(encode_text_expr(lang))
+
+    def limit_length(self, lang: Expr, lo: int, hi: int | None, keyword: str, ptr: str) -> Expr:
+        """``lang`` (decoded text) restricted to lengths in [lo, hi].
+
+        Exact (automaton product) when the product is small. Otherwise the unbounded
+        repetitions inside ``lang`` are capped so its longest string fits: a subset.
+        """
+        mn, mx = _length_bounds(lang)
+        if mn is not None and mn >= lo and (hi is None or (mx is not None and mx <= hi)):
+            return lang
+        try:
+            from .fsm import Dfa
+        except ImportError:
+            raise UnsupportedSchemaError(keyword, ptr, "needs the DFA toolkit") from None
+        size = Dfa.from_expr(lang).n_states
+        if size * ((hi if hi is not None else lo) + 1) <= MAX_PRODUCT // 4:
+            return self.intersect_bytes([lang, rep(any_char(), lo, hi)], keyword, ptr)
+        if hi is not None:
+            capped = _cap_repeats(lang, hi)
+            if capped is not None:
+                if lo > 0:
+                    return self.intersect_bytes([capped, rep(any_char(), lo, None)], keyword, ptr)
+                return capped
+        raise UnsupportedSchemaError("maxLength" if hi is not None else "minLength", ptr,
+                                     f"length limits with {keyword} give too large an automaton")
 
     # ------------------------------------------------------------------ arrays
 
@@ -1424,7 +1453,13 @@ class _Converter:
         if not plain and not negated:
             if not exclude:
                 return quoted(star(self.json_char_ref()))
-            return quoted(encode_text_expr(_not_in_set(exclude)))
+            key = tuple(exclude)
+            name = self.key_rules.get(key)
+            if name is None:
+                name = self.fresh_name(ptr + "/other_keys")
+                self.key_rules[key] = name
+                self.rules[name] = _not_in_set(exclude, star(self.json_char_ref()), encoded=True)
+            return quoted(Ref(name))
         if not negated and len(plain) == 1 and not exclude:
             return quoted(encode_text_expr(plain[0]))
         try:
@@ -1441,17 +1476,27 @@ class _Converter:
                 raise UnsupportedSchemaError("patternProperties", ptr, "key automaton too large")
         if d.is_empty():
             return NOTHING
-        return quoted(encode_automaton(d.to_expr("key")))
+        return quoted(encode_text_expr(d.to_expr("key")))
 
 
-def _not_in_set(words: list[str]) -> Expr:
-    """Decoded strings not in ``words`` (a trie complement, linear in their total size)."""
+def _not_in_set(words: list[str], tail: Expr | None = None, encoded: bool = False) -> Expr:
+    """Strings not in ``words`` (a trie complement, linear in their total size).
+
+    Decoded text by default; with ``encoded``, canonical JSON string contents whose decoded
+    value is not in ``words``, where ``tail`` (any JSON characters) follows the first
+    character that leaves the trie.
+    """
     trie: dict = {}
     for w in words:
         node = trie
         for ch in w:
             node = node.setdefault(ch, {})
         node[None] = True
+    rest = tail if tail is not None else star(any_char())
+    special = ((0x00, 0x1F), (0x22, 0x22), (0x5C, 0x5C))
+
+    def one(ch: str) -> Expr:
+        return lit(encode_text(ch)) if encoded else lit(ch)
 
     def build(node: dict) -> Expr:
         children = [k for k in node if k is not None]
@@ -1461,12 +1506,95 @@ def _not_in_set(words: list[str]) -> Expr:
         codes = sorted(ord(k) for k in children)
         others = _complement_points(codes)
         if others:
-            parts.append(seq(char_ranges(others), star(any_char())))
-        for k in children:
-            parts.append(seq(lit(k), build(node[k])))
-        return alt(parts)
+            if encoded:
+                from .json_strings import _encode_charset
 
+                first = _encode_charset(tuple(others))
+            else:
+                first = char_ranges(others)
+            parts.append(seq(first, rest))
+        for k in children:
+            parts.append(seq(one(k), build(node[k])))
+        # children are distinct characters: no need for alt()'s deduplication (and hashing)
+        parts = [p for p in parts if not isinstance(p, Nothing)]
+        if len(parts) == 1:
+            return parts[0]
+        return Alt(tuple(parts)) if parts else NOTHING
+
+    del special
     return build(trie)
+
+
+def _length_bounds(e: Expr) -> tuple[int | None, int | None]:
+    """(min, max) length in characters of a decoded-text expression; None when unknown
+    (automata) or, for max, unbounded."""
+    from .ir import Alt as _Alt, ByteSet, CharSet, Empty, Literal, Repeat, Seq
+
+    if isinstance(e, Empty):
+        return 0, 0
+    if isinstance(e, Literal):
+        try:
+            n = len(e.data.decode("utf-8"))
+        except UnicodeDecodeError:
+            return None, None
+        return n, n
+    if isinstance(e, (CharSet, ByteSet)):
+        return 1, 1
+    if isinstance(e, Seq):
+        mn, mx = 0, 0
+        for i in e.items:
+            a, b = _length_bounds(i)
+            if a is None:
+                return None, None
+            mn += a
+            mx = None if mx is None or b is None else mx + b
+        return mn, mx
+    if isinstance(e, _Alt):
+        bounds = [_length_bounds(i) for i in e.items]
+        if any(a is None for a, _ in bounds):
+            return None, None
+        mx = None if any(b is None for _, b in bounds) else max(b for _, b in bounds)
+        return min(a for a, _ in bounds), mx
+    if isinstance(e, Repeat):
+        a, b = _length_bounds(e.item)
+        if a is None:
+            return None, None
+        mx = None if e.max is None or b is None else b * e.max
+        return a * e.min, mx
+    return None, None
+
+
+def _cap_repeats(e: Expr, limit: int) -> Expr | None:
+    """``e`` with unbounded repetitions capped at one count, the largest that keeps every
+    string within ``limit`` characters; None when impossible (automata inside)."""
+    from .ir import Alt as _Alt, Repeat, Seq
+
+    def cap(x: Expr, k: int) -> Expr:
+        if isinstance(x, Seq):
+            return seq([cap(i, k) for i in x.items])
+        if isinstance(x, _Alt):
+            return alt([cap(i, k) for i in x.items])
+        if isinstance(x, Repeat):
+            inner = cap(x.item, k)
+            top = x.max if x.max is not None else max(x.min, k)
+            return rep(inner, x.min, top)
+        return x
+
+    mn, _ = _length_bounds(e)
+    if mn is None or mn > limit:
+        return None
+    best = None
+    lo_k, hi_k = 0, limit
+    while lo_k <= hi_k:
+        mid = (lo_k + hi_k) // 2
+        c = cap(e, mid)
+        _, mx = _length_bounds(c)
+        if mx is not None and mx <= limit:
+            best = c
+            lo_k = mid + 1
+        else:
+            hi_k = mid - 1
+    return best
 
 
 def _complement_points(codes: list[int]) -> list[tuple[int, int]]:

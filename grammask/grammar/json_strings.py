@@ -17,11 +17,13 @@ decoded value, never a superset.
 
 from __future__ import annotations
 
+import functools
 import json
 
 from ..errors import GrammarError
 from .ir import (
     EMPTY,
+    NOTHING,
     Alt,
     Automaton,
     ByteSet,
@@ -51,7 +53,13 @@ _HEX = chars("0-9a-fA-F")
 
 def canonical_escape(c: int) -> str:
     """The spelling ``json.dumps(..., ensure_ascii=False)`` uses for character ``c``."""
+    if c < 0x80:
+        return _ASCII_SPELLING[c]
     return json.dumps(chr(c), ensure_ascii=False)[1:-1]
+
+
+_ASCII_SPELLING = [json.dumps(chr(c), ensure_ascii=False)[1:-1] for c in range(0x80)]
+_ESCAPE_LITS = {c: Literal(_ASCII_SPELLING[c].encode()) for c in list(range(0x20)) + [0x22, 0x5C]}
 
 
 def encode_text(text: str) -> bytes:
@@ -74,13 +82,16 @@ def json_char() -> Expr:
 # --------------------------------------------------------------------------- encoding
 
 
+@functools.lru_cache(maxsize=4096)
 def _encode_charset(ranges) -> Expr:
     plain = subtract_ranges(ranges, SPECIAL_RANGES)
     parts = [CharSet(plain)] if plain else []
     for lo, hi in intersect_ranges(ranges, SPECIAL_RANGES):
         for c in range(lo, hi + 1):
-            parts.append(lit(canonical_escape(c)))
-    return alt(parts)
+            parts.append(_ESCAPE_LITS[c])
+    if not parts:
+        return NOTHING
+    return parts[0] if len(parts) == 1 else Alt(tuple(parts))
 
 
 def _encode_byteset(ranges) -> Expr:
