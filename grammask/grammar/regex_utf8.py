@@ -10,48 +10,45 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from .ir import NOTHING, Automaton, Expr
+from .fsm import Dfa, utf8_byte_sequences
+from .ir import EMPTY, NOTHING, Automaton, Expr
 
-_LENGTH_LIMITS = (0x7F, 0x7FF, 0xFFFF)
+#: Rounds of Moore refinement tried before handing over to fsm's Hopcroft minimization. Moore is
+#: quick on the shallow automata UTF-8 lowering makes; Hopcroft wins on long chains (counted
+#: repetitions), where Moore needs one round per chain link.
+_MOORE_ROUNDS = 24
 
 
 @lru_cache(maxsize=65536)
 def utf8_sequences(lo: int, hi: int) -> tuple:
-    """Byte-range sequences whose concatenated products are exactly the UTF-8 encodings of the
-    scalar values in ``[lo, hi]`` (surrogates must not be inside)."""
-    out = []
-    stack = [(lo, hi)]
-    while stack:
-        lo, hi = stack.pop()
-        split = None
-        for limit in _LENGTH_LIMITS:
-            if lo <= limit < hi:
-                split = ((lo, limit), (limit + 1, hi))
-                break
-        if split is None and hi > 0x7F:
-            n = len(chr(lo).encode("utf-8"))
-            for i in range(1, n):
-                m = (1 << (6 * i)) - 1
-                if lo & ~m != hi & ~m:
-                    if lo & m:
-                        split = ((lo, lo | m), ((lo | m) + 1, hi))
-                        break
-                    if hi & m != m:
-                        split = ((lo, (hi & ~m) - 1), (hi & ~m, hi))
-                        break
-        if split is not None:
-            stack.append(split[1])
-            stack.append(split[0])
-            continue
-        a = chr(lo).encode("utf-8")
-        b = chr(hi).encode("utf-8")
-        out.append(tuple(zip(a, b)))
-    return tuple(out)
+    """Byte-range sequences whose products are exactly the UTF-8 encodings of ``[lo, hi]``."""
+    return tuple(utf8_byte_sequences(((lo, hi),)))
 
 
 def _byte_edges(items: list, node_of) -> list:
     """Deterministic byte edges for ``items`` = [(sequence, target)], where ``node_of(rest)``
     names the state reached after the first byte for the remaining ``(sequence, target)`` set."""
+    # Sequences of disjoint code point sets have first byte ranges that are equal or disjoint
+    # (a range spanning several bytes only comes with complete continuation bytes), so grouping
+    # by the first range is enough; the general split below is the fallback.
+    groups: dict = {}
+    for seq, t in items:
+        groups.setdefault(seq[0], []).append((seq, t))
+    keys = sorted(groups)
+    if all(keys[k][1] < keys[k + 1][0] for k in range(len(keys) - 1)):
+        edges = []
+        for lo, hi in keys:
+            covering = groups[(lo, hi)]
+            finals = [t for seq, t in covering if len(seq) == 1]
+            if finals:
+                dst = node_of(("state", finals[0]))
+            else:
+                dst = node_of(("node", frozenset((seq[1:], t) for seq, t in covering)))
+            if edges and edges[-1][1] + 1 == lo and edges[-1][2] == dst:
+                edges[-1] = (edges[-1][0], hi, dst)
+            else:
+                edges.append((lo, hi, dst))
+        return edges
     points = set()
     for seq, _ in items:
         lo, hi = seq[0]
@@ -112,6 +109,17 @@ def lower_to_bytes(cp_dfa) -> tuple[int, list, list]:
 
 def minimize(start: int, edges: list, accepting: list) -> tuple[int, list, list] | None:
     """Trim and minimize a byte DFA; None when its language is empty."""
+    result = _moore(start, edges, accepting)
+    if result is not None:
+        return result
+    d = Dfa(start, edges, accepting).minimize()
+    if not any(d.accepting):
+        return None
+    return d.start, d.edges, d.accepting
+
+
+def _moore(start: int, edges: list, accepting: list):
+    """Moore refinement, or None when it needs more than _MOORE_ROUNDS rounds."""
     n = len(edges)
     reach = [False] * n
     reach[start] = True
@@ -138,12 +146,12 @@ def minimize(start: int, edges: list, accepting: list) -> tuple[int, list, list]
                 live[p] = True
                 stack.append(p)
     if not live[start]:
-        return None
+        return 0, [()], [False]
     states = [s for s in range(n) if live[s]]
     trans = {s: [(lo, hi, d) for lo, hi, d in edges[s] if live[d]] for s in states}
     block = {s: (1 if accepting[s] else 0) for s in states}
     count = len(set(block.values()))
-    while True:
+    for _ in range(_MOORE_ROUNDS):
         sigs: dict = {}
         new_block = {}
         for s in states:
@@ -163,6 +171,8 @@ def minimize(start: int, edges: list, accepting: list) -> tuple[int, list, list]
         if len(sigs) == count:
             break
         count = len(sigs)
+    else:
+        return None
     # Renumber with the start state first, in BFS order for readability.
     rep: dict = {}
     for s in states:
@@ -193,7 +203,9 @@ def to_automaton(cp_dfa, label: str) -> Expr:
     """The minimal byte automaton of a code point DFA as an IR expression."""
     start, edges, accepting = lower_to_bytes(cp_dfa)
     result = minimize(start, edges, accepting)
-    if result is None:
+    if result is None or not any(result[2]):
         return NOTHING
     start, edges, accepting = result
-    return Automaton(start, tuple(edges), tuple(accepting), label)
+    if len(edges) == 1 and not edges[0]:
+        return EMPTY
+    return Automaton(start, tuple(tuple(e) for e in edges), tuple(accepting), label)
