@@ -9,8 +9,8 @@ the usual spelling is produced. The subsets, format by format:
 - ``date``: ``YYYY-MM-DD``, year 0001-9999, day within the month, Feb 29 on leap years only.
 - ``time``: ``HH:MM:SS`` with optional fraction, then ``Z`` or ``+HH:MM``/``-HH:MM``.
 - ``date-time``: a ``date``, ``T``, a ``time``.
-- ``duration``: ``P`` with Y/M/W/D fields in order and an optional ``T`` part with H/M/S
-  (integers), at least one field, ending in a designator.
+- ``duration``: ``P`` with Y/M/D fields in order and an optional ``T`` part with H/M/S
+  (integers), at least one field; or ``PnW`` alone.
 - ``email``: ``local@domain`` with a dot-atom local part and hostname-style domain.
 - ``hostname``: LDH labels (no leading/trailing hyphen), either up to 3 labels of up to 63
   characters or up to 8 labels of up to 30 characters (total always under 253).
@@ -108,7 +108,7 @@ def _duration() -> Expr:
         return seq(n, lit(c))
 
     # date part: nonempty ordered subset of Y M W D; time part: T + nonempty subset of H M S
-    date_fields = [field(c) for c in "YMWD"]
+    date_fields = [field(c) for c in "YMD"]
     time_fields = [field(c) for c in "HMS"]
 
     def nonempty_ordered(fields: list[Expr]) -> Expr:
@@ -119,7 +119,8 @@ def _duration() -> Expr:
         return alt(options)
 
     time_part = seq(lit("T"), nonempty_ordered(time_fields))
-    return seq(lit("P"), alt(seq(nonempty_ordered(date_fields), opt(time_part)), time_part))
+    weeks = field("W")  # weeks stand alone (ISO 8601; the checker refuses mixing)
+    return seq(lit("P"), alt(seq(nonempty_ordered(date_fields), opt(time_part)), time_part, weeks))
 
 
 def _label(max_len: int) -> Expr:

@@ -392,16 +392,16 @@ def float_multiple_as_integer_divisor(f: float) -> tuple[int, int | None] | None
     divisible by p (|n| <= limit, None: no limit) passes the validator's float test
     ``int(n / f) == n / f``. None when no such guarantee is available.
 
-    Dyadic f (exact in binary) divides exactly: unlimited. Otherwise f is taken as the decimal
+    f exact in binary (2.5, 0.25) divides exactly: unlimited. Otherwise f is taken as the decimal
     it was written as (p/q); the rounding error of float(f) must be under a eighth of an ulp so the
     quotient of an exact multiple rounds to the integer, and the magnitudes stay below 2**53.
     """
     if not math.isfinite(f) or f <= 0:
         return None
     exact = Fraction(f)
-    if exact.denominator & (exact.denominator - 1) == 0:
-        return exact.numerator, None
     written = Fraction(Decimal(repr(f)))
+    if exact == written:  # the decimal as written is exact in binary: division is exact
+        return exact.numerator, None
     rel = abs(exact - written) / written
     if rel >= Fraction(1, 2**55):
         return None

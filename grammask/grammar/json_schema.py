@@ -586,8 +586,6 @@ class _Converter:
                 rest = loc.child("additionalItems")
         elif "items" in node:
             rest = loc.child("items")
-        if declared and rest is None and self.strict and "unevaluatedItems" not in node:
-            rest = Loc(False, f"{ptr}/items", loc.base)
         if prefix or rest is not None:
             f.arr.append(_ArrConj(prefix, rest))
         if "minItems" in node:
@@ -622,13 +620,6 @@ class _Converter:
                     raise SchemaError(f"pattern does not compile: {e}", f"{ptr}/patternProperties") from None
                 patterns.append((p, loc.child("patternProperties", p)))
         additional = loc.child("additionalProperties") if "additionalProperties" in node else None
-        if (
-            additional is None
-            and self.strict
-            and (props or patterns)
-            and "unevaluatedProperties" not in node
-        ):
-            additional = Loc(False, f"{ptr}/additionalProperties", loc.base)
         if props or patterns or additional is not None:
             f.obj.append(_ObjConj(props, patterns, additional))
         if "required" in node:
@@ -1112,12 +1103,15 @@ class _Converter:
         conjs = f.arr
         n_prefix = max((len(c.prefix) for c in conjs), default=0)
 
+        unevaluated = list(f.unevaluated_items)
+        if self.strict and not unevaluated and n_prefix and all(c.rest is None for c in conjs):
+            unevaluated = [Loc(False, ptr, "")]  # strict mode: no items beyond the prefix
+
         def locs_at(i):
             out = [c.at(i) for c in conjs]
             out = [l for l in out if l is not None]
-            evaluated = bool(out)
-            if not evaluated and f.unevaluated_items:
-                out = list(f.unevaluated_items)
+            if not out and unevaluated:
+                out = list(unevaluated)
             return out or [Loc(True, ptr, "")]
 
         if hi is not None:
