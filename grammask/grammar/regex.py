@@ -80,7 +80,7 @@ def regex_to_expr(pattern: str, flags: int = 0, *, semantics: str = "fullmatch")
         raise GrammarError(f"regex pattern must be a str, not {type(pattern).__name__}")
     if semantics not in SEMANTICS:
         raise GrammarError(f"unknown regex semantics {semantics!r}; expected one of {SEMANTICS}")
-    flags = int(flags)
+    flags = int(flags) & ~re.DEBUG  # DEBUG only prints the parse tree
     return _translate(pattern, flags, semantics)
 
 
@@ -138,13 +138,14 @@ class _Describer:
         return f"regex {_short(self.pattern)}: {detail}{where}"
 
     def generic(self, detail: str) -> str:
-        for construct in ("lookbehind", "lookahead", "conditional", "atomic group"):
+        if "backreference" in detail:
+            # The first backreference or conditional (a rough scan: for the message only).
+            m = re.search(r"(?<!\\)(?:\\\\)*(\\[1-9]|\(\?P=|\(\?\()", self.pattern)
+            where = f" at position {m.start(1)}" if m else ""
+            return f"regex {_short(self.pattern)}: {detail}{where}"
+        for construct in ("lookbehind", "lookahead", "atomic group"):
             if construct in detail:
                 return self.at(construct, detail)
-        if "backreference" in detail:
-            m = re.search(r"\\[1-9]|\(\?P=", self.pattern)
-            where = f" at position {m.start()}" if m else ""
-            return f"regex {_short(self.pattern)}: {detail}{where}"
         return f"regex {_short(self.pattern)}: {detail}"
 
 
