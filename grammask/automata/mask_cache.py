@@ -17,6 +17,10 @@ from ..mask_kernels import mask_cache as MC
 from .rule_automata import RuleAutomata
 from .token_trie import TokenTrie
 
+#: Virtual states of a counter block share cache entries for tokens up to this many bytes;
+#: longer tokens are checked against the live state (few tokens are longer than 32 bytes).
+LCAP = 32
+
 
 class MaskCache:
     """Per-state token masks of one (grammar, vocabulary) pair."""
@@ -26,8 +30,9 @@ class MaskCache:
         self._trie = trie
         g = automata.blob
         self._g = g
-        n_states = automata.n_states
-        self.cmeta = np.zeros((n_states, 5), dtype=np.int64)
+        n_dense = int(g[E.H_NDENSE])
+        self.cmeta = np.zeros((n_dense + 16, 5), dtype=np.int64)
+        self._rows = n_dense  # rows in use: dense states, then virtual-state entries
         self.pool = np.zeros(4096, dtype=np.int32)
         self._used = 0
         self._lock = threading.Lock()
@@ -43,15 +48,27 @@ class MaskCache:
         self._unc_out = np.zeros(max(1, len(ids)), dtype=np.int32)
         lengths = np.diff(trie.tok_ptr)
         self._max_depth = int(lengths.max()) if len(lengths) else 1
-        flags = g[g[E.H_FLAGS]:g[E.H_FLAGS] + n_states]
-        rule_of = g[g[E.H_RULE_OF]:g[E.H_RULE_OF] + n_states]
+        flags = g[g[E.H_FLAGS]:g[E.H_FLAGS] + n_dense]
+        rule_of = g[g[E.H_RULE_OF]:g[E.H_RULE_OF] + n_dense]
         n_rules = int(g[E.H_NRULES])
         self._rule_has_calls = np.zeros(n_rules, dtype=bool)
         self._rule_has_calls[rule_of[(flags & E.F_CALLS) != 0]] = True
-        self._flags = flags
-        self._rule_of = rule_of
+        self._n_dense = n_dense
         self._scratch = None  # parser buffers for Earley-based builds
         self.n_built = 0
+        # counter blocks: one slot table each, (inner states x (lcap+2)^2) entries
+        self.lcap = LCAP
+        n_blocks = int(g[E.H_NBLOCKS])
+        width = (LCAP + 2) ** 2
+        sizes = [int(g[g[E.H_BLOCKS] + b * E.BLOCK_ROW + E.B_QQ]) * width
+                 for b in range(n_blocks)]
+        slots = np.full(n_blocks + 1 + sum(sizes), -1, dtype=np.int32)
+        pos = n_blocks + 1
+        for b, size in enumerate(sizes):
+            slots[b] = pos
+            pos += size
+        slots[n_blocks] = pos
+        self.slots = slots
 
     @property
     def memory_size_bytes(self) -> int:
@@ -62,31 +79,49 @@ class MaskCache:
     def ensure(self, state: int) -> None:
         """Builds the entry of ``state`` unless it exists."""
         with self._lock:
-            if self.cmeta[state, MC.C_KIND] != MC.K_NONE:
+            if state < self._n_dense:
+                if self.cmeta[state, MC.C_KIND] == MC.K_NONE:
+                    self._build(state, state)
                 return
-            self._build(state)
+            bi, idx = MC.slot_index(self._g, state, self.lcap)
+            where = int(self.slots[bi]) + int(idx)
+            if self.slots[where] >= 0:
+                return
+            row = self._new_row()
+            self._build(state, row)
+            self.slots[where] = row  # published last: readers then find a complete row
 
-    def _build(self, s: int) -> None:
-        f = int(self._flags[s])
+    def _new_row(self) -> int:
+        if self._rows >= self.cmeta.shape[0]:
+            cmeta = np.zeros((self.cmeta.shape[0] * 2, 5), dtype=np.int64)
+            cmeta[: self.cmeta.shape[0]] = self.cmeta
+            self.cmeta = cmeta
+        self._rows += 1
+        return self._rows - 1
+
+    def _build(self, s: int, row: int) -> None:
+        g = self._g
+        f = int(E.state_flags(g, s))
         if not f & (E.F_BYTES | E.F_CALLS):
-            MC.store_cache_row(self.cmeta, s, MC.K_EMPTY, 0, 0, 0, 0)
+            MC.store_cache_row(self.cmeta, row, MC.K_EMPTY, 0, 0, 0, 0)
             return
         trie = self._trie
-        rule = int(self._rule_of[s])
+        rule = int(E.state_rule(g, s))
         follow = self._follow_of(rule)
         if not self._rule_has_calls[rule]:
-            n_unc = MC.build_cache_dfa(self._g, s, trie.tok_bytes, trie.tok_ptr, trie.sorted_ids,
+            long_unc = self.lcap if s >= self._n_dense else 0
+            n_unc = MC.build_cache_dfa(g, s, trie.tok_bytes, trie.tok_ptr, trie.sorted_ids,
                                        trie.lcp, trie.skip, follow, self._acc_bits,
-                                       self._unc_out, self._max_depth)
+                                       self._unc_out, self._max_depth, long_unc)
         else:
             if self._scratch is None:
                 self._scratch = _new_scratch(self._a.n_states)
             while True:
-                items, sets, dedup, meta = self._scratch
+                items, sets, htab, meta = self._scratch
                 if sets.shape[0] < self._max_depth + 8:
                     self._scratch = _grow(self._scratch, self._max_depth + 8)
                     continue
-                n_unc = MC.build_cache_earley(self._g, s, items, sets, dedup, meta,
+                n_unc = MC.build_cache_earley(g, s, items, sets, htab, meta,
                                               trie.tok_bytes, trie.tok_ptr, trie.sorted_ids,
                                               trie.lcp, trie.skip, follow, self._acc_bits,
                                               self._unc_out, self._max_depth)
@@ -110,7 +145,7 @@ class MaskCache:
         unc = self._unc_out[:n_unc]
         acc_off = self._append(data)
         unc_off = self._append(unc)
-        MC.store_cache_row(self.cmeta, s, kind, acc_off, len(data), unc_off, n_unc)
+        MC.store_cache_row(self.cmeta, row, kind, acc_off, len(data), unc_off, n_unc)
         self.n_built += 1
 
     def _append(self, data: np.ndarray) -> int:
@@ -137,20 +172,25 @@ class MaskCache:
 
 def _new_scratch(n_states: int):
     return (np.zeros((1024, 3), dtype=np.int32), np.zeros(512, dtype=np.int32),
-            np.full((n_states, 2), -1, dtype=np.int32), np.zeros(4, dtype=np.int64))
+            new_htab(256), np.zeros(4, dtype=np.int64))
+
+
+def new_htab(size: int) -> np.ndarray:
+    """An empty item hash table for the Earley kernels (size a power of two)."""
+    return np.full((size, 3), -1, dtype=np.int32)
 
 
 def _grow(scratch, min_sets: int = 0):
-    items, sets, dedup, meta = scratch
+    items, sets, htab, meta = scratch
     new_items = np.zeros((items.shape[0] * 2, 3), dtype=np.int32)
     new_sets = np.zeros(max(sets.shape[0] * 2, min_sets), dtype=np.int32)
-    return new_items, new_sets, dedup, meta
+    return new_items, new_sets, new_htab(htab.shape[0] * 2), meta
 
 
 def compute_follow(g: np.ndarray) -> np.ndarray:
     """``follow[r, b]``: whether byte ``b`` can come right after rule ``r`` completes, in some
     context of the grammar (a bool[n_rules, 256] array)."""
-    n_states = int(g[E.H_NSTATES])
+    n_states = int(g[E.H_NDENSE])
     n_classes = int(g[E.H_NCLASSES])
     n_rules = int(g[E.H_NRULES])
     byte_class = g[E.HEADER:E.HEADER + 256]
@@ -171,6 +211,11 @@ def compute_follow(g: np.ndarray) -> np.ndarray:
 
     def own_bytes(q: int) -> int:
         out = 0
+        if q >= n_states:  # a counter block's start: the first bytes of its item
+            for c in range(n_classes):
+                if E.step(g, q, c) >= 0:
+                    out |= class_bytes[c]
+            return out
         if flags[q] & E.F_BYTES:
             for c in np.flatnonzero(trans[q] >= 0):
                 out |= class_bytes[int(c)]
@@ -182,12 +227,14 @@ def compute_follow(g: np.ndarray) -> np.ndarray:
     interesting = set(int(x) for x in call_dst) | set(int(x) for x in rule_start)
     for q in interesting:
         first_state[q] = own_bytes(q)
-        ends_state[q] = bool(flags[q] & E.F_ACCEPT)
+        ends_state[q] = bool(E.state_flags(g, q) & E.F_ACCEPT)
     # closure over nullable calls, to a fixpoint
     changed = True
     while changed:
         changed = False
         for q in list(first_state):
+            if q >= n_states:
+                continue
             fs = first_state[q]
             es = ends_state[q]
             for e in range(int(call_ptr[q]), int(call_ptr[q + 1])):

@@ -10,6 +10,7 @@ from ..mask_kernels import earley as K
 from ..mask_kernels import mask_cache as MC
 from ..mask_kernels.bitmask import bitmask_words
 from .compiled_grammar import CompiledGrammar
+from .mask_cache import new_htab
 
 _INITIAL_ITEMS = 1024
 _INITIAL_SETS = 256
@@ -66,10 +67,9 @@ class GrammarMatcher:
         self._stop_set = frozenset(int(t) for t in stops)
         self._terminate_without_stop = bool(terminate_without_stop_token)
         self._max_rollback = int(max_rollback_tokens)
-        n_states = compiled_grammar.automata.n_states
         self._items = np.zeros((_INITIAL_ITEMS, 3), dtype=np.int32)
         self._sets = np.zeros(_INITIAL_SETS, dtype=np.int32)
-        self._dedup = np.full((n_states, 2), -1, dtype=np.int32)
+        self._htab = new_htab(256)
         self._meta = np.zeros(4, dtype=np.int64)
         self._history: list[int] = []  # n_sets before each accepted token
         self._terminated = False
@@ -90,10 +90,11 @@ class GrammarMatcher:
         sets = np.zeros(self._sets.shape[0] * 2, dtype=np.int32)
         sets[: self._sets.shape[0]] = self._sets
         self._sets = sets
+        self._htab = new_htab(self._htab.shape[0] * 2)
 
     def _run(self, kernel, *args):
         while True:
-            r = kernel(self._g, self._items, self._sets, self._dedup, self._meta, *args)
+            r = kernel(self._g, self._items, self._sets, self._htab, self._meta, *args)
             if r != K.FULL:
                 return r
             self._grow()
@@ -223,9 +224,10 @@ class GrammarMatcher:
         trie = self._trie
         cache = self._cache
         while True:
-            r = MC.fill_mask_cached(self._g, self._items, self._sets, self._dedup, self._meta,
+            r = MC.fill_mask_cached(self._g, self._items, self._sets, self._htab, self._meta,
                                     trie.tok_bytes, trie.tok_ptr, trie.sorted_ids, cache.cmeta,
-                                    cache.pool, cache.universe, self._stop_ids, row,
+                                    cache.pool, cache.slots, cache.lcap, cache.universe,
+                                    self._stop_ids, row,
                                     self._roots, self._unc_buf, self._missing)
             if r == K.OK:
                 break
@@ -241,7 +243,7 @@ class GrammarMatcher:
         """The mask by a full trie walk, without the cache (for tests and comparisons)."""
         trie = self._trie
         while True:
-            r = K.fill_mask(self._g, self._items, self._sets, self._dedup, self._meta,
+            r = K.fill_mask(self._g, self._items, self._sets, self._htab, self._meta,
                             trie.tok_bytes, trie.tok_ptr, trie.sorted_ids, trie.lcp, trie.skip,
                             self._stop_ids, row)
             if r != K.FULL:

@@ -2,19 +2,27 @@
 
 Data layout (all flat arrays; built in grammask.automata, consumed here):
 
-Grammar blob ``g`` (int32), see :func:`grammar_views` for the header:
+Grammar blob ``g`` (int32), header slots ``H_*``, then:
     byte_class[256]                  byte -> column of the transition table
-    trans[n_states * n_classes]      next state on a byte class, -1 when none
-    flags[n_states]                  bit 0 accepting, bit 1 has byte edges, bit 2 has calls
-    rule_of[n_states]                rule owning the state
-    call_ptr[n_states + 1]           CSR of call edges: call_rule[], call_dst[]
+    trans[n_dense * n_classes]       next state on a byte class, -1 when none
+    flags[n_dense]                   bit 0 accepting, bit 1 has byte edges, bit 2 has calls
+    rule_of[n_dense]                 rule owning the state
+    call_ptr[n_dense + 1]            CSR of call edges: call_rule[], call_dst[]
     rule_start[n_rules], nullable[n_rules]
+    blocks[n_blocks * BLOCK_ROW]     counter blocks (below) and their inner tables
+
+Counter blocks: a rule ``X{m,n}`` with a large count and a prefix-free ``X`` is not unrolled.
+Its states are *virtual*: state ``base + c * qq + i`` is "c copies of X done, inner DFA state
+i" (qq inner states, X's final state folded into the start of the next copy), and transitions
+are computed from X's small DFA. States below ``n_dense`` are ordinary table states; every
+kernel reads states through :func:`state_flags`, :func:`state_rule` and :func:`step`.
 
 Parser state (one per matcher):
     items  int32[cap, 3]     (dfa state, origin set, next item with the same state in the set)
     sets   int32[max_sets+1] sets[k] = first item of Earley set k; sets[n_sets] = n_items
-    dedup  int32[n_states,2] (head item, stamp) to deduplicate items of the set being built
-    meta   int64[4]          n_sets, n_items, stamp counter, unused
+    htab   int32[2^k, 3]     open-addressing table (state, stamp, head item) htablicating the
+                             items of the set being built; a new stamp per set empties it
+    meta   int64[4]          n_sets, n_items, stamp counter, first item of the set being built
 
 An Earley set exists per input byte. Items are (state, origin): ``state`` is a state of some
 rule's DFA, ``origin`` the set where that rule was predicted. Scanning a byte advances items
@@ -38,13 +46,23 @@ F_ACCEPT = 1
 F_BYTES = 2
 F_CALLS = 4
 
-HEADER = 16
+HEADER = 24
 # header slots
 H_NSTATES, H_NCLASSES, H_NRULES, H_START_RULE = 0, 1, 2, 3
 H_TRANS, H_FLAGS, H_RULE_OF, H_CALL_PTR, H_CALL_RULE, H_CALL_DST = 4, 5, 6, 7, 8, 9
 H_RULE_START, H_NULLABLE, H_NCALLS, H_SIZE = 10, 11, 12, 13
+H_NDENSE, H_NBLOCKS, H_BLOCKS = 14, 15, 16
 
-M_NSETS, M_NITEMS, M_STAMP = 0, 1, 2
+# counter block rows: base state, inner states, min, max, inner start, inner table offset,
+# rule, unbounded flag, has-bytes offset, unused
+BLOCK_ROW = 10
+B_BASE, B_QQ, B_MIN, B_MAX, B_I0, B_INNER, B_RULE, B_UNBOUNDED, B_HASBYTES = range(9)
+INNER_FINAL = -2
+
+#: Largest number of virtual states all counter blocks of one grammar may have.
+MAX_VIRTUAL_STATES = 1 << 30
+
+M_NSETS, M_NITEMS, M_STAMP, M_SETSTART = 0, 1, 2, 3
 
 
 def pack_grammar(
@@ -58,116 +76,229 @@ def pack_grammar(
     rule_start: np.ndarray,
     nullable: np.ndarray,
     start_rule: int,
+    blocks: list | None = None,
 ) -> np.ndarray:
-    """Packs the grammar arrays into one int32 blob (one kernel argument instead of ten)."""
-    n_states, n_classes = trans.shape
+    """Packs the grammar arrays into one int32 blob (one kernel argument instead of ten).
+
+    ``blocks`` lists counter blocks as ``(rule, m, n, unbounded, i0, inner, has_bytes)``:
+    ``inner`` is X's table over the grammar's byte classes, int32[qq, n_classes], holding a
+    next inner state, -1, or INNER_FINAL when X is complete. Their rules' ``rule_start`` and
+    ``nullable`` entries are filled in here.
+    """
+    n_dense, n_classes = trans.shape
+    blocks = blocks or []
+    rule_start = np.array(rule_start, dtype=np.int32)
+    nullable = np.array(nullable, dtype=np.int32)
+    rows = []
+    extra = []
+    base = n_dense
+    for rule, m, n, unbounded, i0, inner, has_bytes in blocks:
+        qq = inner.shape[0]
+        count = (int(n) + 1) * qq
+        if base + count > MAX_VIRTUAL_STATES:
+            raise OverflowError(f"repetition bound {n} too large")
+        rows.append([base, qq, m, n, i0, 0, rule, int(bool(unbounded)), 0, 0])
+        extra.append((np.asarray(inner, dtype=np.int32).ravel(),
+                      np.asarray(has_bytes, dtype=np.int32)))
+        rule_start[rule] = base + i0
+        nullable[rule] = int(m == 0)
+        base += count
     parts = [byte_class, trans.ravel(), flags, rule_of, call_ptr, call_rule, call_dst,
-             rule_start, nullable]
+             rule_start, nullable, np.zeros(len(rows) * BLOCK_ROW, dtype=np.int32)]
     offsets = []
     pos = HEADER + 256
     for p in parts[1:]:
         offsets.append(pos)
         pos += len(p)
+    for j, (inner, has_bytes) in enumerate(extra):
+        rows[j][B_INNER] = pos
+        pos += len(inner)
+        rows[j][B_HASBYTES] = pos
+        pos += len(has_bytes)
     g = np.zeros(pos, dtype=np.int32)
-    g[H_NSTATES] = n_states
+    g[H_NSTATES] = base
+    g[H_NDENSE] = n_dense
     g[H_NCLASSES] = n_classes
     g[H_NRULES] = len(rule_start)
     g[H_START_RULE] = start_rule
     (g[H_TRANS], g[H_FLAGS], g[H_RULE_OF], g[H_CALL_PTR], g[H_CALL_RULE], g[H_CALL_DST],
-     g[H_RULE_START], g[H_NULLABLE]) = offsets
+     g[H_RULE_START], g[H_NULLABLE], g[H_BLOCKS]) = offsets
+    g[H_NBLOCKS] = len(rows)
     g[H_NCALLS] = len(call_rule)
     g[H_SIZE] = pos
     g[HEADER:HEADER + 256] = byte_class
     for off, p in zip(offsets, parts[1:]):
         g[off:off + len(p)] = p
+    for j, row in enumerate(rows):
+        g[g[H_BLOCKS] + j * BLOCK_ROW: g[H_BLOCKS] + (j + 1) * BLOCK_ROW] = row
+        inner, has_bytes = extra[j]
+        g[row[B_INNER]:row[B_INNER] + len(inner)] = inner
+        g[row[B_HASBYTES]:row[B_HASBYTES] + len(has_bytes)] = has_bytes
     return g
 
 
+# --------------------------------------------------------------------------- state access
+
+
+@nb.njit(cache=True, nogil=True)
+def block_of(g, s):
+    """Offset in ``g`` of the row of the counter block holding virtual state ``s``."""
+    lo = 0
+    hi = g[H_NBLOCKS] - 1
+    bo = g[H_BLOCKS]
+    while lo < hi:
+        mid = (lo + hi + 1) >> 1
+        if g[bo + mid * BLOCK_ROW + B_BASE] <= s:
+            lo = mid
+        else:
+            hi = mid - 1
+    return bo + lo * BLOCK_ROW
+
+
 @nb.njit(cache=True, nogil=True, inline="always")
-def _add(items, dedup, meta, k, state, origin, stamp):
+def state_flags(g, s):
+    if s < g[H_NDENSE]:
+        return g[g[H_FLAGS] + s]
+    b = block_of(g, s)
+    qq = g[b + B_QQ]
+    rel = s - g[b + B_BASE]
+    c = rel // qq
+    i = rel - c * qq
+    f = 0
+    if (c < g[b + B_MAX] or g[b + B_UNBOUNDED]) and g[g[b + B_HASBYTES] + i]:
+        f |= F_BYTES
+    if i == g[b + B_I0] and c >= g[b + B_MIN]:
+        f |= F_ACCEPT
+    return f
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def state_rule(g, s):
+    if s < g[H_NDENSE]:
+        return g[g[H_RULE_OF] + s]
+    return g[block_of(g, s) + B_RULE]
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def step(g, s, cls):
+    """The state after scanning a byte of class ``cls`` from ``s`` (-1: none)."""
+    if s < g[H_NDENSE]:
+        return g[g[H_TRANS] + s * g[H_NCLASSES] + cls]
+    b = block_of(g, s)
+    qq = g[b + B_QQ]
+    base = g[b + B_BASE]
+    rel = s - base
+    c = rel // qq
+    i = rel - c * qq
+    n = g[b + B_MAX]
+    if c >= n and not g[b + B_UNBOUNDED]:
+        return -1
+    j = g[g[b + B_INNER] + i * g[H_NCLASSES] + cls]
+    if j == INNER_FINAL:
+        c1 = c + 1
+        if c1 > n:  # unbounded: "at least n" saturates
+            c1 = n
+        return base + c1 * qq + g[b + B_I0]
+    if j < 0:
+        return -1
+    return base + c * qq + j
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _add(items, htab, meta, k, state, origin, stamp):
     """Adds (state, origin) to the set being built unless present. Returns FULL when the item
-    buffer is full, else OK."""
-    if dedup[state, 1] == stamp:
-        j = dedup[state, 0]
-        while j >= 0:
-            if items[j, 1] == origin:
-                return OK
-            j = items[j, 2]
-        head = dedup[state, 0]
-    else:
-        head = -1
+    buffer or the hash table is full, else OK."""
+    mask = htab.shape[0] - 1
+    h = (state * 0x9E3779B1) & mask
+    while True:
+        if htab[h, 1] != stamp:
+            break
+        if htab[h, 0] == state:
+            j = htab[h, 2]
+            while j >= 0:
+                if items[j, 1] == origin:
+                    return OK
+                j = items[j, 2]
+            break
+        h = (h + 1) & mask
     n = meta[M_NITEMS]
     if n >= items.shape[0]:
         return FULL
+    if htab[h, 1] != stamp:
+        if 2 * (n - meta[M_SETSTART]) >= htab.shape[0]:
+            return FULL
+        htab[h, 0] = state
+        htab[h, 1] = stamp
+        htab[h, 2] = -1
     items[n, 0] = state
     items[n, 1] = origin
-    items[n, 2] = head
-    dedup[state, 0] = n
-    dedup[state, 1] = stamp
+    items[n, 2] = htab[h, 2]
+    htab[h, 2] = n
     meta[M_NITEMS] = n + 1
     return OK
 
 
 @nb.njit(cache=True, nogil=True)
-def _next_stamp(dedup, meta):
+def _next_stamp(htab, meta):
     s = meta[M_STAMP] + 1
     if s >= 2_000_000_000:
-        dedup[:, 1] = -1
+        htab[:, 1] = -1
         s = 1
     meta[M_STAMP] = s
+    meta[M_SETSTART] = meta[M_NITEMS]
     return s
 
 
 @nb.njit(cache=True, nogil=True)
-def _closure(g, items, sets, dedup, meta, k, stamp):
+def _closure(g, items, sets, htab, meta, k, stamp):
     """Completes Earley set ``k`` (its scanned items are already in place)."""
     call_ptr_o = g[H_CALL_PTR]
     call_rule_o = g[H_CALL_RULE]
     call_dst_o = g[H_CALL_DST]
     flags_o = g[H_FLAGS]
-    rule_of_o = g[H_RULE_OF]
     rule_start_o = g[H_RULE_START]
     nullable_o = g[H_NULLABLE]
+    n_dense = g[H_NDENSE]
     j = sets[k]
     while j < meta[M_NITEMS]:
         s = items[j, 0]
         o = items[j, 1]
         j += 1
-        f = g[flags_o + s]
+        f = state_flags(g, s)
         if f & F_CALLS:
             for e in range(g[call_ptr_o + s], g[call_ptr_o + s + 1]):
                 r = g[call_rule_o + e]
-                if _add(items, dedup, meta, k, g[rule_start_o + r], k, stamp) == FULL:
+                if _add(items, htab, meta, k, g[rule_start_o + r], k, stamp) == FULL:
                     return FULL
                 if g[nullable_o + r] != 0:
-                    if _add(items, dedup, meta, k, g[call_dst_o + e], o, stamp) == FULL:
+                    if _add(items, htab, meta, k, g[call_dst_o + e], o, stamp) == FULL:
                         return FULL
         if (f & F_ACCEPT) and o != k:
-            r = g[rule_of_o + s]
+            r = state_rule(g, s)
             for m in range(sets[o], sets[o + 1]):
                 s2 = items[m, 0]
-                if g[flags_o + s2] & F_CALLS:
+                if s2 < n_dense and g[flags_o + s2] & F_CALLS:
                     for e in range(g[call_ptr_o + s2], g[call_ptr_o + s2 + 1]):
                         if g[call_rule_o + e] == r:
-                            if _add(items, dedup, meta, k, g[call_dst_o + e], items[m, 1],
+                            if _add(items, htab, meta, k, g[call_dst_o + e], items[m, 1],
                                     stamp) == FULL:
                                 return FULL
     return OK
 
 
 @nb.njit(cache=True, nogil=True)
-def init_state(g, items, sets, dedup, meta):
+def init_state(g, items, sets, htab, meta):
     """Resets the parser to the initial Earley set. Returns OK or FULL."""
     meta[M_NSETS] = 0
     meta[M_NITEMS] = 0
     if sets.shape[0] < 2:
         return FULL
     sets[0] = 0
-    stamp = _next_stamp(dedup, meta)
+    stamp = _next_stamp(htab, meta)
     start_rule = g[H_START_RULE]
-    if _add(items, dedup, meta, 0, g[g[H_RULE_START] + start_rule], 0, stamp) == FULL:
+    if _add(items, htab, meta, 0, g[g[H_RULE_START] + start_rule], 0, stamp) == FULL:
         return FULL
-    if _closure(g, items, sets, dedup, meta, 0, stamp) == FULL:
+    if _closure(g, items, sets, htab, meta, 0, stamp) == FULL:
         return FULL
     meta[M_NSETS] = 1
     sets[1] = meta[M_NITEMS]
@@ -175,28 +306,25 @@ def init_state(g, items, sets, dedup, meta):
 
 
 @nb.njit(cache=True, nogil=True)
-def push_byte(g, items, sets, dedup, meta, b):
+def push_byte(g, items, sets, htab, meta, b):
     """Scans byte ``b`` into a new Earley set. REJECT leaves the state unchanged."""
     k = meta[M_NSETS]
     if k + 1 >= sets.shape[0]:
         return FULL
     start = sets[k]
-    stamp = _next_stamp(dedup, meta)
-    n_classes = g[H_NCLASSES]
-    trans_o = g[H_TRANS]
-    flags_o = g[H_FLAGS]
+    stamp = _next_stamp(htab, meta)
     c = g[HEADER + b]
     for m in range(sets[k - 1], start):
         s = items[m, 0]
-        if g[flags_o + s] & F_BYTES:
-            t = g[trans_o + s * n_classes + c]
+        if state_flags(g, s) & F_BYTES:
+            t = step(g, s, c)
             if t >= 0:
-                if _add(items, dedup, meta, k, t, items[m, 1], stamp) == FULL:
+                if _add(items, htab, meta, k, t, items[m, 1], stamp) == FULL:
                     meta[M_NITEMS] = start
                     return FULL
     if meta[M_NITEMS] == start:
         return REJECT
-    if _closure(g, items, sets, dedup, meta, k, stamp) == FULL:
+    if _closure(g, items, sets, htab, meta, k, stamp) == FULL:
         meta[M_NITEMS] = start
         return FULL
     meta[M_NSETS] = k + 1
@@ -215,22 +343,20 @@ def pop_to(sets, meta, n_sets):
 def can_end(g, items, sets, meta):
     """Whether the input so far is a complete sentence of the grammar."""
     k = meta[M_NSETS] - 1
-    flags_o = g[H_FLAGS]
-    rule_of_o = g[H_RULE_OF]
     start_rule = g[H_START_RULE]
     for m in range(sets[k], sets[k + 1]):
         s = items[m, 0]
-        if items[m, 1] == 0 and (g[flags_o + s] & F_ACCEPT) and g[rule_of_o + s] == start_rule:
+        if items[m, 1] == 0 and (state_flags(g, s) & F_ACCEPT) and state_rule(g, s) == start_rule:
             return True
     return False
 
 
 @nb.njit(cache=True, nogil=True)
-def push_bytes(g, items, sets, dedup, meta, data):
+def push_bytes(g, items, sets, htab, meta, data):
     """Scans all of ``data``; on REJECT or FULL the state is restored to what it was."""
     base = meta[M_NSETS]
     for i in range(data.shape[0]):
-        r = push_byte(g, items, sets, dedup, meta, data[i])
+        r = push_byte(g, items, sets, htab, meta, data[i])
         if r != OK:
             pop_to(sets, meta, base)
             return r
@@ -242,20 +368,17 @@ def next_byte_classes(g, items, sets, meta, out):
     """Marks in ``out[class]`` every byte class some item of the last set can scan."""
     k = meta[M_NSETS] - 1
     n_classes = g[H_NCLASSES]
-    trans_o = g[H_TRANS]
-    flags_o = g[H_FLAGS]
     out[:] = 0
     for m in range(sets[k], sets[k + 1]):
         s = items[m, 0]
-        if g[flags_o + s] & F_BYTES:
-            base = trans_o + s * n_classes
+        if state_flags(g, s) & F_BYTES:
             for c in range(n_classes):
-                if g[base + c] >= 0:
+                if step(g, s, c) >= 0:
                     out[c] = 1
 
 
 @nb.njit(cache=True, nogil=True)
-def jump_forward(g, items, sets, dedup, meta, out):
+def jump_forward(g, items, sets, htab, meta, out):
     """Writes into ``out`` the bytes the grammar forces next (while exactly one byte is
     possible and the input cannot end). Returns the count (or FULL); the state is left as
     it was."""
@@ -278,7 +401,7 @@ def jump_forward(g, items, sets, dedup, meta, out):
                     break
         if count != 1:
             break
-        r = push_byte(g, items, sets, dedup, meta, only)
+        r = push_byte(g, items, sets, htab, meta, only)
         if r != OK:
             status = r
             break
@@ -291,7 +414,7 @@ def jump_forward(g, items, sets, dedup, meta, out):
 
 
 @nb.njit(cache=True, nogil=True)
-def fill_mask(g, items, sets, dedup, meta, tok_bytes, tok_ptr, sorted_ids, lcp, skip,
+def fill_mask(g, items, sets, htab, meta, tok_bytes, tok_ptr, sorted_ids, lcp, skip,
               stop_ids, mask_row):
     """Writes the allowed-token bitmask of the current parser state into ``mask_row``.
 
@@ -317,7 +440,7 @@ def fill_mask(g, items, sets, dedup, meta, tok_bytes, tok_ptr, sorted_ids, lcp, 
         length = tok_ptr[i + 1] - p
         ok = True
         while pushed < length:
-            r = push_byte(g, items, sets, dedup, meta, tok_bytes[p + pushed])
+            r = push_byte(g, items, sets, htab, meta, tok_bytes[p + pushed])
             if r == OK:
                 pushed += 1
             else:

@@ -17,6 +17,11 @@ Cache table (built lazily, append-only; see grammask.automata.mask_cache):
 kinds: 1 accepted ids, 2 ids of the universe NOT accepted, 3 bitset of accepted, 4 nothing to
 scan from this state (no edges).
 Uncertain lists hold positions in the sorted vocabulary (trie order), not token ids.
+
+Virtual states of a counter block share entries: a token of at most ``lcap`` bytes completes
+at most ``lcap`` copies of the repeated item, so from copy ``c`` only the distances to the
+bounds, clamped to ``lcap + 1``, matter. ``slots`` maps (block, inner state, clamped distances)
+to a row of ``cmeta``; longer tokens are left uncertain in those entries.
 """
 
 from __future__ import annotations
@@ -25,24 +30,31 @@ import numba as nb
 import numpy as np
 
 from .earley import (
+    B_BASE,
+    B_MAX,
+    B_MIN,
+    B_QQ,
+    B_UNBOUNDED,
     F_ACCEPT,
     F_BYTES,
     F_CALLS,
     FULL,
-    H_FLAGS,
-    H_NCLASSES,
-    H_RULE_OF,
-    H_TRANS,
+    H_BLOCKS,
+    H_NDENSE,
     HEADER,
+    BLOCK_ROW,
     M_NITEMS,
     M_NSETS,
     OK,
     _add,
     _closure,
     _next_stamp,
+    block_of,
     can_end,
     pop_to,
     push_byte,
+    state_flags,
+    step,
 )
 
 NEED_CACHE = -2
@@ -63,12 +75,10 @@ def _get_bit(row, t):
 
 @nb.njit(cache=True, nogil=True)
 def build_cache_dfa(g, root, tok_bytes, tok_ptr, sorted_ids, lcp, skip, follow, acc_bits,
-                    unc_out, max_depth):
+                    unc_out, max_depth, long_unc):
     """Cache of a state whose rule calls no other rule: a plain DFA walk over the trie.
-    Fills ``acc_bits`` (cleared first) and ``unc_out``; returns the uncertain count."""
-    n_classes = g[H_NCLASSES]
-    trans_o = g[H_TRANS]
-    flags_o = g[H_FLAGS]
+    Fills ``acc_bits`` (cleared first) and ``unc_out``; returns the uncertain count. Tokens
+    longer than ``long_unc`` bytes (when positive) are all left uncertain."""
     acc_bits[:] = 0
     states = np.empty(max_depth + 1, dtype=np.int32)
     unc = np.zeros(max_depth + 1, dtype=np.bool_)
@@ -83,12 +93,17 @@ def build_cache_dfa(g, root, tok_bytes, tok_ptr, sorted_ids, lcp, skip, follow, 
             pushed = common
         p = tok_ptr[i]
         length = tok_ptr[i + 1] - p
+        if long_unc > 0 and length > long_unc:
+            unc_out[n_unc] = i
+            n_unc += 1
+            i += 1
+            continue
         dead = False
         while pushed < length:
             b = tok_bytes[p + pushed]
             s = states[pushed]
-            u = unc[pushed] or (pushed > 0 and (g[flags_o + s] & F_ACCEPT) != 0 and follow[b])
-            t = g[trans_o + s * n_classes + g[HEADER + b]]
+            u = unc[pushed] or (pushed > 0 and (state_flags(g, s) & F_ACCEPT) != 0 and follow[b])
+            t = step(g, s, g[HEADER + b])
             if t < 0:
                 j = skip[p + pushed]
                 if u:
@@ -111,15 +126,14 @@ def build_cache_dfa(g, root, tok_bytes, tok_ptr, sorted_ids, lcp, skip, follow, 
 def _exit_possible(g, items, sets, meta):
     """Whether the root rule (the items of origin 0) can complete at the current position."""
     k = meta[M_NSETS] - 1
-    flags_o = g[H_FLAGS]
     for m in range(sets[k], sets[k + 1]):
-        if items[m, 1] == 0 and (g[flags_o + items[m, 0]] & F_ACCEPT):
+        if items[m, 1] == 0 and (state_flags(g, items[m, 0]) & F_ACCEPT):
             return True
     return False
 
 
 @nb.njit(cache=True, nogil=True)
-def build_cache_earley(g, root, items, sets, dedup, meta, tok_bytes, tok_ptr, sorted_ids, lcp,
+def build_cache_earley(g, root, items, sets, htab, meta, tok_bytes, tok_ptr, sorted_ids, lcp,
                        skip, follow, acc_bits, unc_out, max_depth):
     """Cache of any state: an Earley sub-parse rooted at (root, origin 0) over the trie; set 0
     is left empty, so the root rule completing (an *exit*) advances nothing. Returns the
@@ -129,10 +143,10 @@ def build_cache_earley(g, root, items, sets, dedup, meta, tok_bytes, tok_ptr, so
     meta[M_NITEMS] = 0
     sets[0] = 0
     sets[1] = 0
-    stamp = _next_stamp(dedup, meta)
-    if _add(items, dedup, meta, 1, root, 0, stamp) == FULL:
+    stamp = _next_stamp(htab, meta)
+    if _add(items, htab, meta, 1, root, 0, stamp) == FULL:
         return FULL
-    if _closure(g, items, sets, dedup, meta, 1, stamp) == FULL:
+    if _closure(g, items, sets, htab, meta, 1, stamp) == FULL:
         return FULL
     meta[M_NSETS] = 2
     sets[2] = meta[M_NITEMS]
@@ -154,7 +168,7 @@ def build_cache_earley(g, root, items, sets, dedup, meta, tok_bytes, tok_ptr, so
         while pushed < length:
             b = tok_bytes[p + pushed]
             u = unc[pushed] or (exitp[pushed] and follow[b])
-            r = push_byte(g, items, sets, dedup, meta, b)
+            r = push_byte(g, items, sets, htab, meta, b)
             if r == FULL:
                 return FULL
             if r != OK:
@@ -209,35 +223,35 @@ def _common_prefix(tok_bytes, pa, la, pb, lb, limit):
 
 
 @nb.njit(cache=True, nogil=True)
-def fill_mask_cached(g, items, sets, dedup, meta, tok_bytes, tok_ptr, sorted_ids, cmeta, pool,
-                     universe, stop_ids, mask_row, roots, unc_buf, missing):
+def fill_mask_cached(g, items, sets, htab, meta, tok_bytes, tok_ptr, sorted_ids, cmeta, pool,
+                     slots, lcap, universe, stop_ids, mask_row, roots, unc_buf, missing):
     """The mask of the current Earley set from the cached per-state sets. Returns OK, FULL,
     or NEED_CACHE with the state lacking a cache in ``missing[0]``."""
     k = meta[M_NSETS] - 1
-    flags_o = g[H_FLAGS]
     pool_n = pool.shape[0]
     n_roots = 0
     for m in range(sets[k], sets[k + 1]):
         s = items[m, 0]
         if k > 0 and items[m, 1] == k:
             continue
-        if (g[flags_o + s] & (F_BYTES | F_CALLS)) == 0:
+        if (state_flags(g, s) & (F_BYTES | F_CALLS)) == 0:
             continue
+        row = cache_row(g, s, slots, lcap)
         dup = False
         for r in range(n_roots):
-            if roots[r] == s:
+            if roots[r] == row:
                 dup = True
                 break
         if dup:
             continue
         if n_roots >= roots.shape[0]:
             return FULL
-        kind = cmeta[s, C_KIND]
-        if kind == K_NONE or cmeta[s, C_ACC_OFF] + cmeta[s, C_ACC_LEN] > pool_n \
-                or cmeta[s, C_UNC_OFF] + cmeta[s, C_UNC_LEN] > pool_n:
+        if row < 0 or row >= cmeta.shape[0] or cmeta[row, C_KIND] == K_NONE \
+                or cmeta[row, C_ACC_OFF] + cmeta[row, C_ACC_LEN] > pool_n \
+                or cmeta[row, C_UNC_OFF] + cmeta[row, C_UNC_LEN] > pool_n:
             missing[0] = s
             return NEED_CACHE
-        roots[n_roots] = s
+        roots[n_roots] = row
         n_roots += 1
     mask_row[:] = 0
     n_unc = 0
@@ -262,7 +276,7 @@ def fill_mask_cached(g, items, sets, dedup, meta, tok_bytes, tok_ptr, sorted_ids
                     unc_buf[c] = pool[off + j]
                     c += 1
             unc_buf[:n_unc].sort()
-        status = _walk_uncertain(g, items, sets, dedup, meta, tok_bytes, tok_ptr, sorted_ids,
+        status = _walk_uncertain(g, items, sets, htab, meta, tok_bytes, tok_ptr, sorted_ids,
                                  unc_buf, n_unc, mask_row)
         if status == FULL:
             return FULL
@@ -273,7 +287,7 @@ def fill_mask_cached(g, items, sets, dedup, meta, tok_bytes, tok_ptr, sorted_ids
 
 
 @nb.njit(cache=True, nogil=True)
-def _walk_uncertain(g, items, sets, dedup, meta, tok_bytes, tok_ptr, sorted_ids, unc, n_unc,
+def _walk_uncertain(g, items, sets, htab, meta, tok_bytes, tok_ptr, sorted_ids, unc, n_unc,
                     mask_row):
     """Checks the uncertain tokens (sorted trie positions) against the live parser state."""
     base = meta[M_NSETS]
@@ -301,7 +315,7 @@ def _walk_uncertain(g, items, sets, dedup, meta, tok_bytes, tok_ptr, sorted_ids,
         prev_len = length
         ok = True
         while pushed < length:
-            r = push_byte(g, items, sets, dedup, meta, tok_bytes[p + pushed])
+            r = push_byte(g, items, sets, htab, meta, tok_bytes[p + pushed])
             if r == OK:
                 pushed += 1
             else:
@@ -327,6 +341,40 @@ def _walk_uncertain(g, items, sets, dedup, meta, tok_bytes, tok_ptr, sorted_ids,
                 j += 1
     pop_to(sets, meta, base)
     return status
+
+
+@nb.njit(cache=True, nogil=True)
+def slot_index(g, s, lcap):
+    """For a virtual state: (block number, index of its entry within the block's slots)."""
+    b = block_of(g, s)
+    qq = g[b + B_QQ]
+    rel = s - g[b + B_BASE]
+    c = rel // qq
+    i = rel - c * qq
+    far = lcap + 1
+    dm = g[b + B_MIN] - c
+    if dm < 0:
+        dm = 0
+    if dm > far:
+        dm = far
+    if g[b + B_UNBOUNDED]:
+        dn = far
+    else:
+        dn = g[b + B_MAX] - c
+        if dn > far:
+            dn = far
+    width = lcap + 2
+    return (b - g[H_BLOCKS]) // BLOCK_ROW, (i * width + dm) * width + dn
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def cache_row(g, s, slots, lcap):
+    """The cmeta row of state ``s`` (-1 when a virtual state's entry is not assigned yet).
+    ``slots[block]`` is where that block's slot table starts within ``slots``."""
+    if s < g[H_NDENSE]:
+        return s
+    bi, idx = slot_index(g, s, lcap)
+    return slots[slots[bi] + idx]
 
 
 @nb.njit(cache=True, nogil=True)
