@@ -374,11 +374,24 @@ class _Classes:
         raise AssertionError(kind)
 
 
+_REFINE_CACHE: dict = {}
+
+
 def _refine(domain, preds) -> list:
     """Split ``domain`` into maximal sets of characters that lie in the same predicates.
 
-    Returns ``[(ranges, representative)]``.
+    Returns ``[(ranges, representative)]``. Memoized: many states test the same sets.
     """
+    key = (domain, frozenset(preds))
+    hit = _REFINE_CACHE.get(key)
+    if hit is None:
+        if len(_REFINE_CACHE) > 4096:
+            _REFINE_CACHE.clear()
+        hit = _REFINE_CACHE[key] = _refine_uncached(domain, preds)
+    return hit
+
+
+def _refine_uncached(domain, preds) -> list:
     domain = domain.ranges
     preds = [p.ranges for p in preds]
     points = {lo for lo, _ in domain} | {hi + 1 for _, hi in domain}
@@ -735,6 +748,146 @@ class _Builder:
         if not new_threads and new_matched == FALSE and not main.spawn:
             return None
         return (self.step_world(wid, ncls, c), new_threads, new_matched, self.skip_empty)
+
+
+_MOORE_ROUNDS = 8
+
+
+def minimize_codepoint_dfa(dfa: CodepointDfa) -> CodepointDfa:
+    """Trim to live states and merge equivalent ones.
+
+    Moore refinement first (quick on the shallow automata that large classes such as ``\\w``
+    make); when it needs more than a few rounds (long chains from counted repetitions),
+    Hopcroft's algorithm over the code point classes the edges induce.
+    """
+    n = len(dfa.edges)
+    rev: list = [[] for _ in range(n)]
+    for s_, row in enumerate(dfa.edges):
+        for _, t in row:
+            rev[t].append(s_)
+    live = [False] * n
+    stack = [s_ for s_ in range(n) if dfa.accepting[s_]]
+    for s_ in stack:
+        live[s_] = True
+    while stack:
+        t = stack.pop()
+        for p in rev[t]:
+            if not live[p]:
+                live[p] = True
+                stack.append(p)
+    if not live[dfa.start]:
+        return CodepointDfa(0, [[]], [False])
+    states = [s_ for s_ in range(n) if live[s_]]
+    rows = {s_: [(r, t) for r, t in dfa.edges[s_] if live[t]] for s_ in states}
+    block = _moore_blocks(states, rows, dfa.accepting)
+    if block is None:
+        block = _hopcroft_blocks(states, rows, dfa.accepting)
+    order = {block[dfa.start]: 0}
+    queue = [dfa.start]
+    rep = {}
+    for s_ in states:
+        rep.setdefault(block[s_], s_)
+    edges: list = []
+    accepting: list = []
+    for s_ in queue:
+        row = []
+        for r, t in rows[s_]:
+            b = block[t]
+            if b not in order:
+                order[b] = len(order)
+                queue.append(rep[b])
+            row.append((r, order[b]))
+        edges.append(_merge_edges(row))
+        accepting.append(dfa.accepting[s_])
+    return CodepointDfa(0, edges, accepting)
+
+
+def _moore_blocks(states, rows, accepting):
+    block = {s_: int(accepting[s_]) for s_ in states}
+    count = len(set(block.values()))
+    for _ in range(_MOORE_ROUNDS):
+        sigs: dict = {}
+        new_block = {}
+        for s_ in states:
+            by_block: dict = {}
+            for r, t in rows[s_]:
+                by_block.setdefault(block[t], []).extend(r)
+            key = (block[s_], tuple(sorted((b, tuple(sorted(rs))) for b, rs in by_block.items())))
+            new_block[s_] = sigs.setdefault(key, len(sigs))
+        block = new_block
+        if len(sigs) == count:
+            return block
+        count = len(sigs)
+    return None
+
+
+def _hopcroft_blocks(states, rows, accepting):
+    points = set()
+    for s_ in states:
+        for r, _ in rows[s_]:
+            for lo, hi in r:
+                points.add(lo)
+                points.add(hi + 1)
+    pts = sorted(points)
+    k = len(pts) - 1
+    where = {p: i for i, p in enumerate(pts)}
+    index = {s_: i for i, s_ in enumerate(states)}
+    n = len(states)
+    sink = n
+    # Column a: the target of every state on interval a. Intervals with equal columns are one
+    # symbol for the refinement (e.g. all non-ASCII digits), which keeps the alphabet small.
+    columns: list = [[sink] * n for _ in range(k)]
+    for s_ in states:
+        i = index[s_]
+        for r, t in rows[s_]:
+            ti = index[t]
+            for lo, hi in r:
+                for a in range(where[lo], where[hi + 1]):
+                    columns[a][i] = ti
+    symbols = list({tuple(col): None for col in columns})
+    k = len(symbols)
+    inv: list = []  # symbol -> target -> sources
+    for col in symbols:
+        table: dict = {sink: [sink]}
+        for i, t in enumerate(col):
+            table.setdefault(t, []).append(i)
+        inv.append(table)
+    acc = [i for i, s_ in enumerate(states) if accepting[s_]]
+    rej = [i for i, s_ in enumerate(states) if not accepting[s_]] + [sink]
+    blocks = [set(b) for b in (acc, rej) if b]
+    block_of = [0] * (n + 1)
+    for b, members in enumerate(blocks):
+        for i in members:
+            block_of[i] = b
+    smaller = min(range(len(blocks)), key=lambda b: len(blocks[b]))
+    work = [(smaller, a) for a in range(k)]
+    pending = set(work)
+    while work:
+        item = work.pop()
+        pending.discard(item)
+        b, a = item
+        inv_a = inv[a]
+        touched: dict = {}
+        for t in blocks[b]:
+            for src in inv_a.get(t, ()):
+                touched.setdefault(block_of[src], set()).add(src)
+        for y, inter in touched.items():
+            if len(inter) == len(blocks[y]):
+                continue
+            z = len(blocks)
+            blocks[y] -= inter
+            blocks.append(inter)
+            for i in inter:
+                block_of[i] = z
+            for c in range(k):
+                if (y, c) in pending:
+                    pending.add((z, c))
+                    work.append((z, c))
+                else:
+                    pick = z if len(inter) <= len(blocks[y]) else y
+                    pending.add((pick, c))
+                    work.append((pick, c))
+    return {s_: block_of[index[s_]] for s_ in states}
 
 
 def _merge_edges(edges: list) -> list:

@@ -25,54 +25,69 @@ def utf8_sequences(lo: int, hi: int) -> tuple:
     return tuple(utf8_byte_sequences(((lo, hi),)))
 
 
-def _byte_edges(items: list, node_of) -> list:
-    """Deterministic byte edges for ``items`` = [(sequence, target)], where ``node_of(rest)``
-    names the state reached after the first byte for the remaining ``(sequence, target)`` set."""
+# A byte trie "node" is described canonically: the sorted (remaining byte ranges, target slot)
+# pairs, with target slots numbered in order of first appearance. The canonical node's edges
+# lead to slots or to other canonical nodes (with a slot mapping), and depend only on the
+# shape, so they are computed once per process; a concrete byte state is a canonical node plus
+# the tuple of real targets for its slots.
+_CANON_IDS: dict = {}
+_CANON_EDGES: list = []
+_SHAPES: dict = {}
+
+
+def _canon(items) -> tuple[int, tuple]:
+    """(canonical node id, slots) for ``items`` = [(sequence, symbol)]; ``slots[j]`` is the
+    symbol behind canonical slot j."""
+    items = sorted(items)
+    local: dict = {}
+    for _, sym in items:
+        local.setdefault(sym, len(local))
+    key = tuple((seq, local[sym]) for seq, sym in items)
+    cid = _CANON_IDS.get(key)
+    if cid is None:
+        edges = _canon_edges(key)
+        cid = _CANON_IDS[key] = len(_CANON_EDGES)
+        _CANON_EDGES.append(edges)
+    return cid, tuple(local)
+
+
+def _canon_edges(items) -> tuple:
+    """Edges ``(lo, hi, dst)`` of a canonical node; ``dst`` is ``("slot", j)`` or
+    ``("node", cid, slots)`` with ``slots`` naming this node's slots."""
     # Sequences of disjoint code point sets have first byte ranges that are equal or disjoint
-    # (a range spanning several bytes only comes with complete continuation bytes), so grouping
-    # by the first range is enough; the general split below is the fallback.
+    # (a range spanning several bytes only comes with complete continuation bytes).
     groups: dict = {}
-    for seq, t in items:
-        groups.setdefault(seq[0], []).append((seq, t))
+    for seq, slot in items:
+        groups.setdefault(seq[0], []).append((seq, slot))
     keys = sorted(groups)
-    if all(keys[k][1] < keys[k + 1][0] for k in range(len(keys) - 1)):
-        edges = []
-        for lo, hi in keys:
-            covering = groups[(lo, hi)]
-            finals = [t for seq, t in covering if len(seq) == 1]
-            if finals:
-                dst = node_of(("state", finals[0]))
-            else:
-                dst = node_of(("node", frozenset((seq[1:], t) for seq, t in covering)))
-            if edges and edges[-1][1] + 1 == lo and edges[-1][2] == dst:
-                edges[-1] = (edges[-1][0], hi, dst)
-            else:
-                edges.append((lo, hi, dst))
-        return edges
-    points = set()
-    for seq, _ in items:
-        lo, hi = seq[0]
-        points.add(lo)
-        points.add(hi + 1)
-    pts = sorted(points)
-    edges = []
-    for k in range(len(pts) - 1):
-        lo, hi = pts[k], pts[k + 1] - 1
-        covering = [(seq, t) for seq, t in items if seq[0][0] <= lo and hi <= seq[0][1]]
-        if not covering:
-            continue
-        finals = [t for seq, t in covering if len(seq) == 1]
+    if any(keys[k][1] >= keys[k + 1][0] for k in range(len(keys) - 1)):
+        raise AssertionError("overlapping UTF-8 sequences")  # pragma: no cover
+    edges: list = []
+    for lo, hi in keys:
+        covering = groups[(lo, hi)]
+        finals = [slot for seq, slot in covering if len(seq) == 1]
         if finals:
-            # Distinct targets own disjoint code points, so a complete character has one target.
-            dst = ("state", finals[0])
+            dst: tuple = ("slot", finals[0])
         else:
-            dst = ("node", frozenset((seq[1:], t) for seq, t in covering))
-        dst = node_of(dst)
+            cid, slots = _canon([(seq[1:], slot) for seq, slot in covering])
+            dst = ("node", cid, slots)
         if edges and edges[-1][1] + 1 == lo and edges[-1][2] == dst:
             edges[-1] = (edges[-1][0], hi, dst)
         else:
             edges.append((lo, hi, dst))
-    return edges
+    return tuple(edges)
+
+
+def _shape(row: list) -> tuple[int, tuple]:
+    """Canonical node of a code point state's edges ``[(ranges, target)]``; the slots name
+    positions in ``row`` sorted by range."""
+    shape = tuple(sorted(ranges for ranges, _ in row))
+    hit = _SHAPES.get(shape)
+    if hit is None:
+        items = [(seq, k) for k, ranges in enumerate(shape)
+                 for lo, hi in ranges for seq in utf8_sequences(lo, hi)]
+        hit = _SHAPES[shape] = _canon(items) if items else (None, ())
+    return hit
 
 
 def lower_to_bytes(cp_dfa) -> tuple[int, list, list]:
@@ -83,27 +98,33 @@ def lower_to_bytes(cp_dfa) -> tuple[int, list, list]:
     inner: dict = {}
     pending: list = []
 
-    def node_of(key) -> int:
-        if key[0] == "state":
-            return key[1]
-        i = inner.get(key[1])
-        if i is None:
-            i = inner[key[1]] = len(edges)
-            edges.append(None)
-            accepting.append(False)
-            pending.append((i, list(key[1])))
-        return i
+    def instantiate(cid: int, targets: tuple) -> list:
+        out = []
+        for lo, hi, dst in _CANON_EDGES[cid]:
+            if dst[0] == "slot":
+                t = targets[dst[1]]
+            else:
+                key = (dst[1], tuple(targets[j] for j in dst[2]))
+                t = inner.get(key)
+                if t is None:
+                    t = inner[key] = len(edges)
+                    edges.append(None)
+                    accepting.append(False)
+                    pending.append((t, key))
+            out.append((lo, hi, t))
+        return out
 
     for s in range(n):
-        items = []
-        for ranges, target in cp_dfa.edges[s]:
-            for lo, hi in ranges:
-                for seq in utf8_sequences(lo, hi):
-                    items.append((seq, target))
-        edges[s] = _byte_edges(items, node_of) if items else []
+        row = cp_dfa.edges[s]
+        if not row:
+            edges[s] = []
+            continue
+        cid, slots = _shape(row)
+        by_shape = sorted(row)
+        edges[s] = instantiate(cid, tuple(by_shape[k][1] for k in slots))
     while pending:
-        i, items = pending.pop()
-        edges[i] = _byte_edges(items, node_of)
+        i, (cid, targets) = pending.pop()
+        edges[i] = instantiate(cid, targets)
     return cp_dfa.start, edges, accepting
 
 
@@ -200,12 +221,18 @@ def _moore(start: int, edges: list, accepting: list):
 
 
 def to_automaton(cp_dfa, label: str) -> Expr:
-    """The minimal byte automaton of a code point DFA as an IR expression."""
-    start, edges, accepting = lower_to_bytes(cp_dfa)
-    result = minimize(start, edges, accepting)
-    if result is None or not any(result[2]):
+    """The byte automaton of a code point DFA as an IR expression.
+
+    The code point DFA is minimized first (few states, few edges each); its UTF-8 lowering
+    shares inner nodes by their remaining sequences and targets, which leaves it minimal or
+    very nearly so, so no byte-level minimization is run.
+    """
+    from .regex_engine import minimize_codepoint_dfa
+
+    cp_dfa = minimize_codepoint_dfa(cp_dfa)
+    if not any(cp_dfa.accepting):
         return NOTHING
-    start, edges, accepting = result
+    start, edges, accepting = lower_to_bytes(cp_dfa)
     if len(edges) == 1 and not edges[0]:
         return EMPTY
     return Automaton(start, tuple(tuple(e) for e in edges), tuple(accepting), label)
