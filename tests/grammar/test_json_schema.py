@@ -514,3 +514,23 @@ def test_shared_refs_make_one_rule():
     g = grammar_from_json_schema(schema)
     # the 20 uses share the rules of the target (about 100 rules, not 20 copies)
     assert len(g.rules) < 150
+
+
+def test_patterns_are_searches_over_decoded_text():
+    pytest.importorskip("grammask.grammar.regex")
+    check({"type": "string", "pattern": "^[a-z]+$"}, ["abc", "z"], ["", "ab1", "ABC"])
+    check({"type": "string", "pattern": "b+"}, ["abbbc", "b"], ["", "ac"])  # unanchored
+    # characters JSON must escape: the canonical spelling is accepted
+    check({"type": "string", "pattern": '^a"b\\\\c\\n$'}, ['a"b\\c\n'], ["ab"])
+    check({"type": "string", "pattern": "^x", "minLength": 2, "maxLength": 3}, ["xy", "xyz"], ["x", "xyzw", "yx"])
+    check({"type": "string", "pattern": "^[0-9]{3}$", "format": "uuid"}, [], ["123"])
+    check({"type": "string", "not": {"pattern": "^a"}}, ["b", ""], ["a", "ab"])
+
+
+@SETTINGS
+@given(st.text("ab\"\\\n", max_size=6))
+def test_pattern_strings_agree_with_validator(s):
+    pytest.importorskip("grammask.grammar.regex")
+    schema = {"type": "string", "pattern": "^(a|\")*b?$", "maxLength": 4}
+    g = grammar_from_json_schema(schema)
+    assert matches(g, json.dumps(s, ensure_ascii=False).encode()) == validates(schema, s)
