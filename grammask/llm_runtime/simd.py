@@ -16,6 +16,7 @@ Weights come as the raw GGUF bytes of a row (uint8 array + byte offset); activat
 
 from __future__ import annotations
 
+import llvmlite.binding as _llvm
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
@@ -24,6 +25,20 @@ from numba.extending import intrinsic
 _I8, _I16, _I32, _I64 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
 _F16, _F32 = ir.HalfType(), ir.FloatType()
 _FAST = ("fast",)
+
+
+def _host_has_vnni() -> bool:
+    try:
+        f = _llvm.get_host_cpu_features()
+    except RuntimeError:
+        return False
+    return bool(f.get("avx512vnni") and f.get("avx512vl")) or bool(f.get("avxvnni"))
+
+
+# x86 with VNNI: one vpdpbusd multiplies 32 u8 x i8 pairs and sums them by fours into
+# 8 x i32. LLVM does not form it from generic IR here (it emits vpmaddwd), so on such hosts
+# we call it by name; everywhere else the generic IR below is used.
+HOST_HAS_VNNI = _host_has_vnni()
 
 
 def _vec(t, n):
@@ -51,13 +66,22 @@ def _splat(builder, v, n):
     return builder.shuffle_vector(t, undef, ir.Constant(_vec(_I32, n), [0] * n))
 
 
-def _dot32(builder, q8, x8, signed_q):
-    """<32 x i8> quants . <32 x i8> signed activations -> <8 x i32> partial sums.
+def _dot32_vnni(builder, q8, x8):
+    """<32 x i8> unsigned quants . <32 x i8> signed activations -> <8 x i32> (vpdpbusd)."""
+    v8i32 = _vec(_I32, 8)
+    fnty = ir.FunctionType(v8i32, [v8i32, v8i32, v8i32])
+    fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.x86.avx512.vpdpbusd.256")
+    zero = ir.Constant(v8i32, [0] * 8)
+    return builder.call(fn, [zero, builder.bitcast(q8, v8i32), builder.bitcast(x8, v8i32)])
+
+
+def _dot32_generic(builder, q8, x8):
+    """<32 x i8> unsigned quants . <32 x i8> signed activations -> <8 x i32> partial sums.
 
     Written as widen-to-i16, pairwise multiply-add into i32 (LLVM matches vpmaddwd), then
-    halves added: no overflow since |q| <= 255 and |x| <= 127.
+    halves added: no overflow since q <= 255 and |x| <= 127.
     """
-    q16 = (builder.sext if signed_q else builder.zext)(q8, _vec(_I16, 32))
+    q16 = builder.zext(q8, _vec(_I16, 32))
     x16 = builder.sext(x8, _vec(_I16, 32))
     even = ir.Constant(_vec(_I32, 16), list(range(0, 32, 2)))
     odd = ir.Constant(_vec(_I32, 16), list(range(1, 32, 2)))
@@ -86,11 +110,14 @@ def _fifth_bits(builder, qh32):
     return builder.shl(builder.zext(bits, _vec(_I8, 32)), _splat_const(_I8, 32, 4))
 
 
-# Block layouts: bytes per block, and how to read (scale, offset-coefficient, quants).
+# Block layouts: each reader returns (scale d, offset coefficient c or None, unsigned quants
+# q) such that the block's weights are d * q + c.
 def _block_q8_0(builder, wp, o):
     d = builder.fpext(_load(builder, wp, o, _F16), _F32)
     q = _load(builder, wp, builder.add(o, ir.Constant(_I64, 2)), _vec(_I8, 32))
-    return d, None, q
+    # signed -> unsigned by flipping the top bit (q + 128), compensated by c = -128 d
+    q = builder.xor(q, _splat_const(_I8, 32, -128))
+    return d, builder.fmul(d, ir.Constant(_F32, -128.0)), q
 
 
 def _block_q4_0(builder, wp, o):
@@ -123,7 +150,9 @@ def _block_q5_1(builder, wp, o):
     return d, m, q
 
 
-def _make_row_dot(block_bytes, read_block, signed_q=False):
+def _make_row_dot(block_bytes, read_block, vnni):
+    dot32 = _dot32_vnni if vnni else _dot32_generic
+
     @intrinsic
     def row_dot(typingctx, w, wofs, xq, xd, xsum, nb):
         sig = types.float32(w, wofs, xq, xd, xsum, nb)
@@ -141,7 +170,7 @@ def _make_row_dot(block_bytes, read_block, signed_q=False):
                 o = builder.add(wofs_, builder.mul(b, ir.Constant(_I64, block_bytes)))
                 d, c, q = read_block(builder, wp, o)
                 x = _load(builder, xp, builder.mul(b, ir.Constant(_I64, 32)), _vec(_I8, 32))
-                s = builder.sitofp(_dot32(builder, q, x, signed_q), _vec(_F32, 8))
+                s = builder.sitofp(dot32(builder, q, x), _vec(_F32, 8))
                 scale = builder.fmul(d, builder.load(builder.gep(dp, [b])), flags=_FAST)
                 prod = builder.fmul(s, _splat(builder, scale, 8), flags=_FAST)
                 builder.store(builder.fadd(builder.load(acc), prod, flags=_FAST), acc)
@@ -158,11 +187,17 @@ def _make_row_dot(block_bytes, read_block, signed_q=False):
     return row_dot
 
 
-dot_q8_0_row = _make_row_dot(34, _block_q8_0, signed_q=True)
-dot_q4_0_row = _make_row_dot(18, _block_q4_0)
-dot_q4_1_row = _make_row_dot(20, _block_q4_1)
-dot_q5_0_row = _make_row_dot(22, _block_q5_0)
-dot_q5_1_row = _make_row_dot(24, _block_q5_1)
+_LAYOUTS = {"q8_0": (34, _block_q8_0), "q4_0": (18, _block_q4_0), "q4_1": (20, _block_q4_1),
+            "q5_0": (22, _block_q5_0), "q5_1": (24, _block_q5_1)}
+# The portable versions (tested everywhere; used where the host lacks VNNI).
+GENERIC_ROW_DOTS = {k: _make_row_dot(*v, vnni=False) for k, v in _LAYOUTS.items()}
+VNNI_ROW_DOTS = {k: _make_row_dot(*v, vnni=True) for k, v in _LAYOUTS.items()}
+_ROW_DOTS = VNNI_ROW_DOTS if HOST_HAS_VNNI else GENERIC_ROW_DOTS
+dot_q8_0_row = _ROW_DOTS["q8_0"]
+dot_q4_0_row = _ROW_DOTS["q4_0"]
+dot_q4_1_row = _ROW_DOTS["q4_1"]
+dot_q5_0_row = _ROW_DOTS["q5_0"]
+dot_q5_1_row = _ROW_DOTS["q5_1"]
 
 
 @intrinsic
