@@ -1,0 +1,128 @@
+"""Counter blocks: large repetitions compiled as a counter over a small DFA, not unrolled.
+
+``X{m,n}`` unrolled is ``n`` copies of X's automaton: a JSON string with ``maxLength: 5000``
+would be tens of thousands of states, built and cached state by state. When X is regular,
+cannot match the empty string, and is prefix-free (no word of X extends another, as with
+one character or one escape sequence), the unrolled automaton is exactly "copy counter c,
+state i of X": the kernels compute its transitions from X's DFA (see
+:mod:`grammask.mask_kernels.earley`), and the mask cache shares entries between counters
+that are equally far from the bounds.
+
+The pass below moves each such repetition into a rule of its own; the rule's body stays the
+original ``Repeat`` node, so the IR keeps its meaning for every other consumer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import GrammarError
+from ..grammar.fsm import Dfa
+from ..grammar.ir import Alt, Expr, Grammar, Ref, Repeat, Seq, rep
+from ..mask_kernels.earley import INNER_FINAL
+
+#: Repetitions with a bound at least this large are candidates...
+MIN_BOUND = 16
+#: ...when unrolling would give at least this many states.
+MIN_UNROLLED_STATES = 512
+
+BLOCK_PREFIX = "__gm_rep"
+
+
+@dataclass(frozen=True)
+class CounterBlock:
+    """``item{min,max}`` (``max`` None: unbounded) where ``item`` has the prefix-free DFA
+    ``dfa`` with one accepting state and no edge out of it."""
+
+    dfa: Dfa
+    min: int
+    max: int | None
+
+    def analysis_expr(self) -> Expr:
+        """A small expression with the same emptiness and nullability, for rule analysis."""
+        return rep(self.dfa.to_expr("counter block item"), min(self.min, 1), None)
+
+    def inner_table(self, byte_class: np.ndarray, n_classes: int):
+        """(i0, table int32[qq, n_classes], has_bytes int32[qq]) over the grammar's classes,
+        with X's accepting state folded away (INNER_FINAL)."""
+        d = self.dfa
+        final = d.accepting.index(True)
+        nonfinal = [s for s in range(d.n_states) if s != final]
+        index = {s: i for i, s in enumerate(nonfinal)}
+        qq = len(nonfinal)
+        table = np.full((qq, n_classes), -1, dtype=np.int32)
+        rep_byte = np.full(n_classes, -1, dtype=np.int64)
+        for b in range(255, -1, -1):
+            rep_byte[byte_class[b]] = b
+        for s in nonfinal:
+            row = table[index[s]]
+            for c in range(n_classes):
+                t = d.step(s, int(rep_byte[c]))
+                if t >= 0:
+                    row[c] = INNER_FINAL if t == final else index[t]
+        has_bytes = (table != -1).any(axis=1).astype(np.int32)
+        return index[d.start], table, has_bytes
+
+
+def extract_counter_blocks(grammar: Grammar) -> tuple[Grammar, dict[str, CounterBlock]]:
+    """Moves every large repetition of a prefix-free regular item into a rule of its own.
+    Returns the new grammar and the counter block of each such rule."""
+    rules = dict(grammar.rules)
+    blocks: dict[str, CounterBlock] = {}
+    by_node: dict[Repeat, str] = {}
+    recursive_cache: dict[str, bool] = {}
+
+    def visit(e: Expr) -> Expr:
+        if isinstance(e, Repeat):
+            name = by_node.get(e)
+            if name is not None:
+                return Ref(name)
+            block = _as_block(e, rules, recursive_cache)
+            if block is not None:
+                name = f"{BLOCK_PREFIX}{len(blocks)}"
+                while name in rules:
+                    name += "_"
+                blocks[name] = block
+                by_node[e] = name
+                return Ref(name)
+            inner = visit(e.item)
+            return e if inner is e.item else Repeat(inner, e.min, e.max)
+        if isinstance(e, (Seq, Alt)):
+            items = tuple(visit(i) for i in e.items)
+            if all(a is b for a, b in zip(items, e.items)):
+                return e
+            return type(e)(items)
+        return e
+
+    changed = False
+    for name in list(grammar.rules):
+        body = grammar.rules[name]
+        new = visit(body)
+        if new is not body:
+            rules[name] = new
+            changed = True
+    if not changed:
+        return grammar, {}
+    for name in blocks:
+        rules[name] = next(node for node, n in by_node.items() if n == name)
+    return Grammar(rules, grammar.start), blocks
+
+
+def _as_block(e: Repeat, rules, recursive_cache) -> CounterBlock | None:
+    bound = e.max if e.max is not None else e.min
+    if bound < MIN_BOUND:
+        return None
+    try:
+        dfa = Dfa.from_expr(e.item, rules)
+    except GrammarError:
+        return None  # not regular (a recursive reference), or too large
+    if bound * dfa.n_states < MIN_UNROLLED_STATES:
+        return None
+    finals = [s for s in range(dfa.n_states) if dfa.accepting[s]]
+    if len(finals) != 1 or dfa.accepting[dfa.start]:
+        return None
+    if dfa.edges[finals[0]]:
+        return None  # not prefix-free
+    return CounterBlock(dfa, e.min, e.max)
