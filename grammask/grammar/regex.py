@@ -34,7 +34,7 @@ except ImportError:  # pragma: no cover - Python 3.10
     import sre_constants as C  # type: ignore[no-redef]
     import sre_parse  # type: ignore[no-redef]
 
-__all__ = ["regex_to_expr", "SEMANTICS", "MAX_REPEAT_SIZE"]
+__all__ = ["MAX_REPEAT_SIZE", "SEMANTICS", "regex_to_expr"]
 
 SEMANTICS = ("fullmatch", "match", "search")
 
@@ -84,8 +84,15 @@ def regex_to_expr(pattern: str, flags: int = 0, *, semantics: str = "fullmatch")
     return _translate(pattern, flags, semantics)
 
 
-@lru_cache(maxsize=512)
+@lru_cache(maxsize=256)
 def _translate(pattern: str, flags: int, semantics: str) -> ir.Expr:
+    try:
+        return _translate_uncached(pattern, flags, semantics)
+    except RecursionError:
+        raise GrammarError(f"regex {_short(pattern)} is nested too deeply") from None
+
+
+def _translate_uncached(pattern: str, flags: int, semantics: str) -> ir.Expr:
     tree = _parse(pattern, flags)
     describe = _Describer(pattern)
     root = A.expand_backrefs(tree, describe.generic)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import array
 import re
-from functools import lru_cache
+from functools import cache, lru_cache
 
 from .ir import MAX_UNICODE, normalize_ranges, subtract_ranges
 
@@ -58,7 +58,7 @@ def clean(ranges) -> Ranges:
 # --------------------------------------------------------------------------- \d \w \s
 
 
-@lru_cache(maxsize=None)
+@cache
 def _all_text() -> str:
     """Every scalar value, in order (index i is code point i below 0xD800, i + 0x800 above)."""
     low = array.array("I", range(0xD800)).tobytes().decode("utf-32-le")
@@ -82,7 +82,7 @@ def _spans_to_ranges(spans) -> Ranges:
     return normalize_ranges(out, MAX_UNICODE)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _positive_category(src: str, ascii_only: bool) -> Ranges:
     """The code points ``re`` puts in ``\\d``, ``\\w`` or ``\\s`` (Unicode or ASCII flavour)."""
     if ascii_only:
@@ -108,7 +108,7 @@ def word_ranges(ascii_only: bool) -> Ranges:
 # --------------------------------------------------------------------------- case folding
 
 
-@lru_cache(maxsize=None)
+@cache
 def _case_universe() -> tuple[Ranges, str]:
     """The code points that take part in any case relation sre knows, and them as a string.
 
@@ -161,7 +161,7 @@ def _extra_cases() -> dict:
 
 def _ask_re_in_universe(source: str, flags: int) -> Ranges:
     """Which code points of the case universe does the one-character pattern match?"""
-    universe, text = _case_universe()
+    _, text = _case_universe()
     rx = re.compile(source, flags | re.DOTALL)
     cps = [ord(text[m.start()]) for m in rx.finditer(text)]
     return normalize_ranges(((c, c) for c in cps), MAX_UNICODE)

@@ -32,8 +32,8 @@ from bisect import bisect_right
 
 from ..errors import GrammarError
 from . import regex_ast as A
-from .regex_charclass import ALL_CHARS, NEWLINE, complement, word_ranges
 from .ir import intersect_ranges, subtract_ranges
+from .regex_charclass import ALL_CHARS, NEWLINE, complement, word_ranges
 
 MAX_NFA_NODES = 50_000
 MAX_DFA_STATES = 20_000
@@ -172,7 +172,7 @@ def _g_eval(g, value_of) -> bool:
 class _RS:
     """An interned set of code point ranges with its bisect table (hashed by identity)."""
 
-    __slots__ = ("ranges", "los")
+    __slots__ = ("los", "ranges")
 
     def __init__(self, ranges):
         self.ranges = ranges
@@ -184,7 +184,7 @@ class _RS:
 
 
 class _Engine:
-    __slots__ = ("start", "match", "spawn", "accumulate", "ordered")
+    __slots__ = ("accumulate", "match", "ordered", "spawn", "start")
 
     def __init__(self, start, match, spawn, accumulate, ordered):
         self.start = start
@@ -431,7 +431,7 @@ def _refine_uncached(domain, preds) -> list:
 class CodepointDfa:
     """A DFA over code points: ``edges[s]`` is a list of ``(ranges, target)``."""
 
-    __slots__ = ("start", "edges", "accepting")
+    __slots__ = ("accepting", "edges", "start")
 
     def __init__(self, start, edges, accepting):
         self.start = start
@@ -447,7 +447,7 @@ class _Builder:
         self.skip_empty = skip_empty
         self.worlds: dict = {}
         self.world_list: list = []
-        self.subs: list[dict] = [dict() for _ in nfa.engines]
+        self.subs: list[dict] = [{} for _ in nfa.engines]
         self.sub_list: list[list] = [[] for _ in nfa.engines]
         self._closures: dict = {}
         self._accept_end: dict = {}
@@ -642,7 +642,7 @@ class _Builder:
         return (new_threads, new_matched)
 
     def step_world(self, wid: int, ncls: int, c: int) -> int:
-        prev, tstates = self.world_list[wid]
+        tstates = self.world_list[wid][1]
         new_ts = []
         for t, ts in enumerate(tstates):
             e = self.nfa.trackers[t]
@@ -893,13 +893,16 @@ def _hopcroft_blocks(states, rows, accepting):
 def _merge_edges(edges: list) -> list:
     by_target: dict = {}
     for cell, j in edges:
-        by_target.setdefault(j, []).extend(cell)
+        by_target.setdefault(j, []).append(cell)
     out = []
     for j, cells in by_target.items():
-        cells.sort()
-        merged = []
-        for lo, hi in cells:
-            if merged and merged[-1][1] + 1 >= lo:
+        if len(cells) == 1:
+            out.append((tuple(cells[0]), j))
+            continue
+        flat = sorted(r for cell in cells for r in cell)
+        merged = [flat[0]]
+        for lo, hi in flat[1:]:
+            if merged[-1][1] + 1 >= lo:
                 merged[-1] = (merged[-1][0], max(hi, merged[-1][1]))
             else:
                 merged.append((lo, hi))
@@ -935,4 +938,4 @@ def build_dfa(root: A.Node, semantics: str, describe) -> CodepointDfa:
     return builder.build()
 
 
-__all__ = ["build_dfa", "CodepointDfa", "complement"]
+__all__ = ["CodepointDfa", "build_dfa", "complement"]

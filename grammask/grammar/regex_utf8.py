@@ -8,6 +8,7 @@ that are reachable and can still accept, and minimized by partition refinement.
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 
 from .fsm import Dfa, utf8_byte_sequences
@@ -30,12 +31,25 @@ def utf8_sequences(lo: int, hi: int) -> tuple:
 # lead to slots or to other canonical nodes (with a slot mapping), and depend only on the
 # shape, so they are computed once per process; a concrete byte state is a canonical node plus
 # the tuple of real targets for its slots.
-_CANON_IDS: dict = {}
-_CANON_EDGES: list = []
-_SHAPES: dict = {}
 
 
-def _canon(items) -> tuple[int, tuple]:
+class _CanonTable:
+    """Process-wide memo of canonical nodes. Replaced (never cleared) when it grows too big,
+    so a lowering in progress keeps using the table it started with."""
+
+    LIMIT = 200_000
+
+    def __init__(self):
+        self.ids: dict = {}
+        self.edges: list = []
+        self.shapes: dict = {}
+
+
+_TABLE = _CanonTable()
+_LOCK = threading.Lock()
+
+
+def _canon(table: _CanonTable, items) -> tuple[int, tuple]:
     """(canonical node id, slots) for ``items`` = [(sequence, symbol)]; ``slots[j]`` is the
     symbol behind canonical slot j."""
     items = sorted(items)
@@ -43,15 +57,18 @@ def _canon(items) -> tuple[int, tuple]:
     for _, sym in items:
         local.setdefault(sym, len(local))
     key = tuple((seq, local[sym]) for seq, sym in items)
-    cid = _CANON_IDS.get(key)
+    cid = table.ids.get(key)
     if cid is None:
-        edges = _canon_edges(key)
-        cid = _CANON_IDS[key] = len(_CANON_EDGES)
-        _CANON_EDGES.append(edges)
+        edges = _canon_edges(table, key)
+        with _LOCK:
+            cid = table.ids.get(key)
+            if cid is None:
+                cid = table.ids[key] = len(table.edges)
+                table.edges.append(edges)
     return cid, tuple(local)
 
 
-def _canon_edges(items) -> tuple:
+def _canon_edges(table: _CanonTable, items) -> tuple:
     """Edges ``(lo, hi, dst)`` of a canonical node; ``dst`` is ``("slot", j)`` or
     ``("node", cid, slots)`` with ``slots`` naming this node's slots."""
     # Sequences of disjoint code point sets have first byte ranges that are equal or disjoint
@@ -69,7 +86,7 @@ def _canon_edges(items) -> tuple:
         if finals:
             dst: tuple = ("slot", finals[0])
         else:
-            cid, slots = _canon([(seq[1:], slot) for seq, slot in covering])
+            cid, slots = _canon(table, [(seq[1:], slot) for seq, slot in covering])
             dst = ("node", cid, slots)
         if edges and edges[-1][1] + 1 == lo and edges[-1][2] == dst:
             edges[-1] = (edges[-1][0], hi, dst)
@@ -78,20 +95,25 @@ def _canon_edges(items) -> tuple:
     return tuple(edges)
 
 
-def _shape(row: list) -> tuple[int, tuple]:
+def _shape(table: _CanonTable, row: list) -> tuple:
     """Canonical node of a code point state's edges ``[(ranges, target)]``; the slots name
     positions in ``row`` sorted by range."""
     shape = tuple(sorted(ranges for ranges, _ in row))
-    hit = _SHAPES.get(shape)
+    hit = table.shapes.get(shape)
     if hit is None:
         items = [(seq, k) for k, ranges in enumerate(shape)
                  for lo, hi in ranges for seq in utf8_sequences(lo, hi)]
-        hit = _SHAPES[shape] = _canon(items) if items else (None, ())
+        hit = table.shapes[shape] = _canon(table, items)
     return hit
 
 
 def lower_to_bytes(cp_dfa) -> tuple[int, list, list]:
     """(start, edges, accepting) of a byte DFA equivalent to the code point DFA."""
+    global _TABLE
+    table = _TABLE
+    if len(table.edges) > _CanonTable.LIMIT:
+        table = _TABLE = _CanonTable()
+    canon_edges = table.edges
     n = len(cp_dfa.edges)
     edges: list = [None] * n
     accepting = list(cp_dfa.accepting)
@@ -100,7 +122,7 @@ def lower_to_bytes(cp_dfa) -> tuple[int, list, list]:
 
     def instantiate(cid: int, targets: tuple) -> list:
         out = []
-        for lo, hi, dst in _CANON_EDGES[cid]:
+        for lo, hi, dst in canon_edges[cid]:
             if dst[0] == "slot":
                 t = targets[dst[1]]
             else:
@@ -119,7 +141,7 @@ def lower_to_bytes(cp_dfa) -> tuple[int, list, list]:
         if not row:
             edges[s] = []
             continue
-        cid, slots = _shape(row)
+        cid, slots = _shape(table, row)
         by_shape = sorted(row)
         edges[s] = instantiate(cid, tuple(by_shape[k][1] for k in slots))
     while pending:

@@ -14,7 +14,6 @@ import random
 import re
 import sys
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
