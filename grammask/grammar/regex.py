@@ -224,6 +224,8 @@ class _Converter:
             return self._possessive(self.convert(body, flags), lo,
                                     None if hi == C.MAXREPEAT else hi, "possessive repetition")
         if _ATOMIC_GROUP is not None and op is _ATOMIC_GROUP:
+            if len(av) == 1 and av[0][0] in (_ATOMIC_GROUP, _POSSESSIVE_REPEAT):
+                return self.item(av[0][0], av[0][1], flags)  # already atomic
             return self._atomic(self.convert(av, flags))
         if op is C.AT:
             return self._anchor(av, flags)
