@@ -812,13 +812,24 @@ def _moore_blocks(states, rows, accepting):
             by_block: dict = {}
             for r, t in rows[s_]:
                 by_block.setdefault(block[t], []).extend(r)
-            key = (block[s_], tuple(sorted((b, tuple(sorted(rs))) for b, rs in by_block.items())))
+            key = (block[s_], tuple(sorted((b, _merged(rs)) for b, rs in by_block.items())))
             new_block[s_] = sigs.setdefault(key, len(sigs))
         block = new_block
         if len(sigs) == count:
             return block
         count = len(sigs)
     return None
+
+
+def _merged(ranges: list) -> tuple:
+    ranges.sort()
+    out = [ranges[0]]
+    for lo, hi in ranges[1:]:
+        if out[-1][1] + 1 >= lo:
+            out[-1] = (out[-1][0], max(hi, out[-1][1]))
+        else:
+            out.append((lo, hi))
+    return tuple(out)
 
 
 def _hopcroft_blocks(states, rows, accepting):

@@ -1,9 +1,9 @@
-"""Lowering a code point DFA to a minimal byte DFA (an :class:`ir.Automaton`).
+"""Lowering a code point DFA to a byte DFA (an :class:`ir.Automaton`).
 
-Each code point range becomes a few UTF-8 byte-range sequences; the sequences leaving one
-state are merged into a small deterministic byte trie whose inner nodes are shared between
-states (same remaining sequences and targets, same node). The result is trimmed to the states
-that are reachable and can still accept, and minimized by partition refinement.
+The code point DFA is minimized first (:func:`regex_engine.minimize_codepoint_dfa`). Each code
+point range then becomes a few UTF-8 byte-range sequences; the sequences leaving one state are
+merged into a small deterministic byte trie whose inner nodes are shared between states (same
+remaining sequences and targets, same node), which leaves the byte DFA minimal or very nearly so.
 """
 
 from __future__ import annotations
@@ -11,13 +11,8 @@ from __future__ import annotations
 import threading
 from functools import lru_cache
 
-from .fsm import Dfa, utf8_byte_sequences
+from .fsm import utf8_byte_sequences
 from .ir import EMPTY, NOTHING, Automaton, Expr
-
-#: Rounds of Moore refinement tried before handing over to fsm's Hopcroft minimization. Moore is
-#: quick on the shallow automata UTF-8 lowering makes; Hopcroft wins on long chains (counted
-#: repetitions), where Moore needs one round per chain link.
-_MOORE_ROUNDS = 24
 
 
 @lru_cache(maxsize=65536)
@@ -148,98 +143,6 @@ def lower_to_bytes(cp_dfa) -> tuple[int, list, list]:
         i, (cid, targets) = pending.pop()
         edges[i] = instantiate(cid, targets)
     return cp_dfa.start, edges, accepting
-
-
-def minimize(start: int, edges: list, accepting: list) -> tuple[int, list, list] | None:
-    """Trim and minimize a byte DFA; None when its language is empty."""
-    result = _moore(start, edges, accepting)
-    if result is not None:
-        return result
-    d = Dfa(start, edges, accepting).minimize()
-    if not any(d.accepting):
-        return None
-    return d.start, d.edges, d.accepting
-
-
-def _moore(start: int, edges: list, accepting: list):
-    """Moore refinement, or None when it needs more than _MOORE_ROUNDS rounds."""
-    n = len(edges)
-    reach = [False] * n
-    reach[start] = True
-    stack = [start]
-    while stack:
-        s = stack.pop()
-        for _, _, d in edges[s]:
-            if not reach[d]:
-                reach[d] = True
-                stack.append(d)
-    rev: list = [[] for _ in range(n)]
-    for s in range(n):
-        if reach[s]:
-            for _, _, d in edges[s]:
-                rev[d].append(s)
-    live = [False] * n
-    stack = [s for s in range(n) if reach[s] and accepting[s]]
-    for s in stack:
-        live[s] = True
-    while stack:
-        s = stack.pop()
-        for p in rev[s]:
-            if not live[p]:
-                live[p] = True
-                stack.append(p)
-    if not live[start]:
-        return 0, [()], [False]
-    states = [s for s in range(n) if live[s]]
-    trans = {s: [(lo, hi, d) for lo, hi, d in edges[s] if live[d]] for s in states}
-    block = {s: (1 if accepting[s] else 0) for s in states}
-    count = len(set(block.values()))
-    for _ in range(_MOORE_ROUNDS):
-        sigs: dict = {}
-        new_block = {}
-        for s in states:
-            sig = [block[s]]
-            last = None
-            for lo, hi, d in trans[s]:
-                b = block[d]
-                if last is not None and last[1] + 1 == lo and last[2] == b:
-                    last = (last[0], hi, b)
-                    sig[-1] = last
-                else:
-                    last = (lo, hi, b)
-                    sig.append(last)
-            key = tuple(sig)
-            new_block[s] = sigs.setdefault(key, len(sigs))
-        block = new_block
-        if len(sigs) == count:
-            break
-        count = len(sigs)
-    else:
-        return None
-    # Renumber with the start state first, in BFS order for readability.
-    rep: dict = {}
-    for s in states:
-        rep.setdefault(block[s], s)
-    order = {block[start]: 0}
-    queue = [block[start]]
-    out_edges: list = []
-    out_acc: list = []
-    for b in queue:
-        s = rep[b]
-        row = []
-        for lo, hi, d in trans[s]:
-            db = block[d]
-            if db not in order:
-                order[db] = len(order)
-                queue.append(db)
-            j = order[db]
-            if row and row[-1][1] + 1 == lo and row[-1][2] == j:
-                row[-1] = (row[-1][0], hi, j)
-            else:
-                row.append((lo, hi, j))
-        out_edges.append(tuple(row))
-        out_acc.append(bool(accepting[s]))
-    return 0, out_edges, out_acc
 
 
 def to_automaton(cp_dfa, label: str) -> Expr:

@@ -275,3 +275,14 @@ def test_with_reference_oracle():
         g = Grammar({"root": regex_to_expr(pattern, semantics=semantics)}, "root")
         assert matches(g, s.encode()) == expected(pattern, s, semantics)
         assert matches(g, (s + "!").encode()) == expected(pattern, s + "!", semantics)
+
+
+@pytest.mark.parametrize("pattern, semantics", [
+    (ESCAPED_STRING, "match"), (C_COMMENT, "match"), (r"(?![^a])", "search"),
+    (r"\bfoo\b", "search"), (r"(?=.*\d)(?=.*[a-z]).{2,6}", "fullmatch"),
+    (r"[^à-ÿ\sé]{1,2}(?!\w)", "search"), (r"(?i)ab|ac", "match"),
+])
+def test_automata_are_minimal(pattern, semantics):
+    e = regex_to_expr(pattern, semantics=semantics)
+    assert isinstance(e, ir.Automaton)
+    assert len(e.edges) == fsm.Dfa.from_automaton(e).minimize().n_states
