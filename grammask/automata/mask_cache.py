@@ -38,11 +38,8 @@ class MaskCache:
         self._lock = threading.Lock()
         self._follow: np.ndarray | None = None
         words = (trie.vocab_size + 31) // 32
-        universe = np.zeros(words, dtype=np.int32)
         ids = trie.sorted_ids
-        np.bitwise_or.at(universe, ids >> 5, (np.int64(1) << (ids & 31)).astype(np.int64)
-                         .astype(np.uint32).view(np.int32))
-        self.universe = universe
+        self.universe = trie.universe
         self._universe_count = len(ids)
         self._acc_bits = np.zeros(words, dtype=np.int32)
         self._unc_out = np.zeros(max(1, len(ids)), dtype=np.int32)

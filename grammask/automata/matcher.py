@@ -6,14 +6,17 @@ from typing import Iterable
 
 import numpy as np
 
-from ..mask_kernels import earley as K
+from ..mask_kernels import earley as E
 from ..mask_kernels import mask_cache as MC
+from ..mask_kernels import matcher_kernels as MK
 from ..mask_kernels.bitmask import bitmask_words
 from .compiled_grammar import CompiledGrammar
-from .mask_cache import new_htab
 
-_INITIAL_ITEMS = 1024
+_INITIAL_ITEMS = 512
 _INITIAL_SETS = 256
+_INITIAL_HTAB = 128
+_INITIAL_ROOTS = 32
+_JUMP_FORWARD_MAX = 4096
 
 
 class GrammarMatcher:
@@ -21,10 +24,12 @@ class GrammarMatcher:
 
     The state is an Earley parse over the grammar's rule automata, one Earley set per byte
     accepted so far, so every grammar is handled exactly (left recursion and ambiguity
-    included), and rolling back a token only drops the sets it added.
+    included), and rolling back a token only drops the sets it added. Masks come from the
+    compiled grammar's shared per-state cache (see :mod:`grammask.automata.mask_cache`).
 
     A stop token is allowed exactly when the output so far is a complete sentence of the
-    grammar; accepting it terminates the matcher.
+    grammar; accepting it terminates the matcher. Not thread-safe: use one matcher per
+    sequence (matchers of one compiled grammar may run in different threads).
     """
 
     def __init__(
@@ -52,11 +57,13 @@ class GrammarMatcher:
             raise TypeError("GrammarMatcher needs a CompiledGrammar (see GrammarCompiler)")
         self._compiled = compiled_grammar
         self._g = compiled_grammar.automata.blob
-        self._trie = compiled_grammar.token_trie
-        info = compiled_grammar.tokenizer_info
-        self._vocab_size = int(info.vocab_size)
+        trie = compiled_grammar.token_trie
+        self._trie = trie
+        self._tr = trie.blob
+        self._tok_bytes = trie.tok_bytes
+        self._vocab_size = int(trie.vocab_size)
         if override_stop_tokens is None:
-            stops = self._trie.stop_ids
+            stops = trie.stop_ids
         else:
             if isinstance(override_stop_tokens, (int, np.integer)):
                 override_stop_tokens = [int(override_stop_tokens)]
@@ -67,43 +74,37 @@ class GrammarMatcher:
         self._stop_set = frozenset(int(t) for t in stops)
         self._terminate_without_stop = bool(terminate_without_stop_token)
         self._max_rollback = int(max_rollback_tokens)
-        self._items = np.zeros((_INITIAL_ITEMS, 3), dtype=np.int32)
-        self._sets = np.zeros(_INITIAL_SETS, dtype=np.int32)
-        self._htab = new_htab(256)
-        self._meta = np.zeros(4, dtype=np.int64)
+        self._cache = compiled_grammar.mask_cache
+        self._caps = [_INITIAL_ITEMS, _INITIAL_SETS, _INITIAL_HTAB, _INITIAL_ROOTS, 64]
+        self._buf, self._meta = MK.layout_state(*self._caps, self._stop_ids)
         self._history: list[int] = []  # n_sets before each accepted token
         self._terminated = False
-        self._jf_buf = np.zeros(4096, dtype=np.uint8)
-        self._cache = compiled_grammar.mask_cache
-        self._roots = np.zeros(64, dtype=np.int32)
-        self._unc_buf = np.zeros(max(1, len(self._trie.sorted_ids)), dtype=np.int32)
-        self._missing = np.zeros(1, dtype=np.int64)
+        self._jf_buf = np.zeros(_JUMP_FORWARD_MAX, dtype=np.uint8)
         self.reset()
 
     # ------------------------------------------------------------------ buffers
 
-    def _grow(self) -> None:
-        """Doubles the item and set buffers (after a kernel reported FULL)."""
-        items = np.zeros((self._items.shape[0] * 2, 3), dtype=np.int32)
-        items[: self._items.shape[0]] = self._items
-        self._items = items
-        sets = np.zeros(self._sets.shape[0] * 2, dtype=np.int32)
-        sets[: self._sets.shape[0]] = self._sets
-        self._sets = sets
-        self._htab = new_htab(self._htab.shape[0] * 2)
-
-    def _run(self, kernel, *args):
-        while True:
-            r = kernel(self._g, self._items, self._sets, self._htab, self._meta, *args)
-            if r != K.FULL:
-                return r
-            self._grow()
+    def _grow(self, unc_needed: int = 0) -> None:
+        """Doubles the parser buffers (after a kernel reported FULL), keeping the state."""
+        old_buf, old_meta = self._buf, self._meta
+        caps = [c * 2 for c in self._caps]
+        caps[4] = max(self._caps[4], unc_needed, min(caps[4], len(self._trie.sorted_ids) + 1))
+        buf, meta = MK.layout_state(*caps, self._stop_ids)
+        n_items = int(old_meta[E.M_NITEMS])
+        n_sets = int(old_meta[E.M_NSETS])
+        buf[: 3 * n_items] = old_buf[: 3 * n_items]
+        so, nso = int(old_meta[MK.M_SETS_OFF]), int(meta[MK.M_SETS_OFF])
+        buf[nso:nso + n_sets + 1] = old_buf[so:so + n_sets + 1]
+        meta[:4] = old_meta[:4]
+        self._caps = caps
+        self._buf, self._meta = buf, meta
 
     # ------------------------------------------------------------------ state
 
     def reset(self) -> None:
         """Back to the initial state (nothing accepted)."""
-        self._run(K.init_state)
+        while MK.m_reset(self._g, self._buf, self._meta) == E.FULL:
+            self._grow()
         self._history.clear()
         self._terminated = False
 
@@ -126,7 +127,7 @@ class GrammarMatcher:
         if self._terminated:
             return True
         if self._terminate_without_stop:
-            return self._can_end() and not self._can_continue()
+            return self._can_end() and not MK.m_can_continue(self._g, self._buf, self._meta)
         return False
 
     def is_completed(self) -> bool:
@@ -134,12 +135,7 @@ class GrammarMatcher:
         return self._terminated or self._can_end()
 
     def _can_end(self) -> bool:
-        return bool(K.can_end(self._g, self._items, self._sets, self._meta))
-
-    def _can_continue(self) -> bool:
-        classes = np.zeros(int(self._g[K.H_NCLASSES]), dtype=np.int8)
-        K.next_byte_classes(self._g, self._items, self._sets, self._meta, classes)
-        return bool(classes.any())
+        return bool(MK.m_can_end(self._g, self._buf, self._meta))
 
     # ------------------------------------------------------------------ accepting
 
@@ -149,24 +145,28 @@ class GrammarMatcher:
         has terminated."""
         if self._terminated:
             return False
-        try:
-            t = int(token_id)
-        except (TypeError, ValueError):
+        if type(token_id) is not int:
+            try:
+                token_id = int(token_id)
+            except (TypeError, ValueError):
+                return False
+        if not 0 <= token_id < self._vocab_size:
             return False
-        if not 0 <= t < self._vocab_size:
-            return False
-        if t in self._stop_set:
-            if self._can_end():
-                self._history.append(int(self._meta[K.M_NSETS]))
-                self._terminated = True
-                self._trim_history()
-                return True
-            return False
-        n = int(self._trie.id_len[t])
-        if n == 0:
-            return False
-        p = int(self._trie.id_ptr[t])
-        return self._accept_bytes(self._trie.tok_bytes[p : p + n])
+        meta = self._meta
+        before = int(meta[0])
+        r = MK.m_accept_token(self._g, self._buf, meta, self._tr, self._tok_bytes, token_id)
+        while r == E.FULL:
+            self._grow()
+            meta = self._meta
+            r = MK.m_accept_token(self._g, self._buf, meta, self._tr, self._tok_bytes, token_id)
+        if r == E.OK:
+            self._push_history(before)
+            return True
+        if token_id in self._stop_set and self._can_end():
+            self._push_history(before)
+            self._terminated = True
+            return True
+        return False
 
     def accept_string(self, input_str: str | bytes, *, debug_print: bool = False) -> bool:
         """Advances by the bytes of a string (UTF-8 for str), as one rollback step. Returns
@@ -174,26 +174,23 @@ class GrammarMatcher:
         if self._terminated:
             return False
         data = input_str.encode("utf-8") if isinstance(input_str, str) else bytes(input_str)
-        if not data:
-            self._history.append(int(self._meta[K.M_NSETS]))
-            self._trim_history()
-            return True
-        return self._accept_bytes(np.frombuffer(data, dtype=np.uint8))
-
-    def _accept_bytes(self, data: np.ndarray) -> bool:
-        before = int(self._meta[K.M_NSETS])
-        while before + len(data) + 1 >= self._sets.shape[0]:
-            self._grow()
-        r = self._run(K.push_bytes, data)
-        if r != K.OK:
-            return False
-        self._history.append(before)
-        self._trim_history()
+        before = int(self._meta[0])
+        if data:
+            arr = np.frombuffer(data, dtype=np.uint8)
+            while True:
+                r = MK.m_accept_bytes(self._g, self._buf, self._meta, arr)
+                if r != E.FULL:
+                    break
+                self._grow()
+            if r != E.OK:
+                return False
+        self._push_history(before)
         return True
 
-    def _trim_history(self) -> None:
-        if self._max_rollback >= 0 and len(self._history) > self._max_rollback:
-            del self._history[: len(self._history) - self._max_rollback]
+    def _push_history(self, n_sets: int) -> None:
+        self._history.append(n_sets)
+        if 0 <= self._max_rollback < len(self._history):
+            del self._history[0]
 
     def rollback(self, num_tokens: int = 1) -> None:
         """Undoes the last ``num_tokens`` accepted tokens (or strings)."""
@@ -205,7 +202,7 @@ class GrammarMatcher:
             return
         target = self._history[-num_tokens]
         del self._history[-num_tokens:]
-        K.pop_to(self._sets, self._meta, target)
+        MK.m_pop_to(self._buf, self._meta, target)
         self._terminated = False
 
     # ------------------------------------------------------------------ masks
@@ -221,33 +218,22 @@ class GrammarMatcher:
             for t in self._stop_ids:
                 row[t >> 5] |= np.int32(1) << np.int32(t & 31)
             return True
-        trie = self._trie
         cache = self._cache
+        g = self._g
         while True:
-            r = MC.fill_mask_cached(self._g, self._items, self._sets, self._htab, self._meta,
-                                    trie.tok_bytes, trie.tok_ptr, trie.sorted_ids, cache.cmeta,
-                                    cache.pool, cache.slots, cache.lcap, cache.universe,
-                                    self._stop_ids, row,
-                                    self._roots, self._unc_buf, self._missing)
-            if r == K.OK:
-                break
+            r = MK.m_fill(g, self._buf, self._meta, self._tr, self._tok_bytes, cache.cmeta,
+                          cache.pool, cache.slots, cache.lcap, row)
+            if r == E.OK:
+                return not self._meta[MK.M_ALL_ALLOWED]
             if r == MC.NEED_CACHE:
-                cache.ensure(int(self._missing[0]))
+                cache.ensure(int(self._meta[MK.M_MISSING]))
             else:
-                self._grow()
-                self._roots = np.zeros(self._roots.shape[0] * 2, dtype=np.int32)
-                self._unc_buf = np.zeros(self._unc_buf.shape[0] * 2, dtype=np.int32)
-        return not _all_allowed(row, self._vocab_size)
+                self._grow(unc_needed=2 * self._caps[4])
 
     def _fill_uncached(self, row: np.ndarray) -> None:
         """The mask by a full trie walk, without the cache (for tests and comparisons)."""
-        trie = self._trie
-        while True:
-            r = K.fill_mask(self._g, self._items, self._sets, self._htab, self._meta,
-                            trie.tok_bytes, trie.tok_ptr, trie.sorted_ids, trie.lcp, trie.skip,
-                            self._stop_ids, row)
-            if r != K.FULL:
-                return
+        while MK.m_fill_uncached(self._g, self._buf, self._meta, self._tr, self._tok_bytes,
+                                 row) == E.FULL:
             self._grow()
 
     def find_jump_forward_string(self) -> str:
@@ -270,40 +256,33 @@ class GrammarMatcher:
         """Like :meth:`find_jump_forward_string`, as raw bytes, not cut."""
         if self._terminated:
             return b""
-        while self._sets.shape[0] < int(self._meta[K.M_NSETS]) + len(self._jf_buf) + 2:
+        while True:
+            n = MK.m_jump_forward(self._g, self._buf, self._meta, self._jf_buf)
+            if n != E.FULL:
+                return bytes(self._jf_buf[:n])
             self._grow()
-        n = self._run(K.jump_forward, self._jf_buf)
-        return bytes(self._jf_buf[:n])
 
     def _debug_state(self) -> str:
-        k = int(self._meta[K.M_NSETS]) - 1
-        lo, hi = int(self._sets[k]), int(self._sets[k + 1])
-        return " ".join(f"({s},{o})" for s, o in self._items[lo:hi, :2].tolist())
+        items, sets, _ = MK.views(self._buf, self._meta)
+        k = int(self._meta[0]) - 1
+        lo, hi = int(sets[k]), int(sets[k + 1])
+        return " ".join(f"({s},{o})" for s, o in items[lo:hi, :2].tolist())
 
 
 def _bitmask_row(bitmask, index: int, vocab_size: int) -> np.ndarray:
-    if type(bitmask).__module__.startswith("torch"):
-        if bitmask.device.type != "cpu":
-            raise ValueError("the bitmask must be on the CPU")
-        bitmask = bitmask.numpy()
-    if not isinstance(bitmask, np.ndarray) or bitmask.dtype != np.int32:
+    if type(bitmask) is not np.ndarray:
+        if type(bitmask).__module__.startswith("torch"):
+            if bitmask.device.type != "cpu":
+                raise ValueError("the bitmask must be on the CPU")
+            bitmask = bitmask.numpy()
+        else:
+            raise TypeError("the bitmask must be an int32 array (see allocate_token_bitmask)")
+    if bitmask.dtype != np.int32:
         raise TypeError("the bitmask must be an int32 array (see allocate_token_bitmask)")
     row = bitmask if bitmask.ndim == 1 else bitmask[index]
-    if row.shape[0] < bitmask_words(vocab_size):
+    if row.shape[0] < (vocab_size + 31) >> 5 or not row.flags.c_contiguous:
         raise ValueError(
-            f"bitmask row has {row.shape[0]} words; vocabulary of {vocab_size} needs "
-            f"{bitmask_words(vocab_size)}"
+            f"bitmask row must be contiguous with at least {bitmask_words(vocab_size)} words "
+            f"for a vocabulary of {vocab_size}"
         )
-    if not row.flags.c_contiguous:
-        raise ValueError("the bitmask row must be contiguous")
     return row
-
-
-def _all_allowed(row: np.ndarray, vocab_size: int) -> bool:
-    full, rest = divmod(vocab_size, 32)
-    if not (row[:full] == -1).all():
-        return False
-    if rest:
-        want = (1 << rest) - 1
-        return (int(row[full]) & want) == want
-    return True

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..mask_kernels.matcher_kernels import pack_trie
 from ..mask_kernels.trie import build_lcp, build_skip
 
 
@@ -28,13 +29,14 @@ class TokenTrie:
     id_len: np.ndarray  # int32[vocab_size]: byte length of token id (0 for special tokens)
     stop_ids: np.ndarray  # int32: stop token ids
     vocab_size: int
+    universe: np.ndarray  # int32 bitmask row with the bit of every token in the trie set
+    blob: np.ndarray  # the int32 arrays above packed for the kernels (matcher_kernels.pack_trie)
 
     @property
     def memory_size_bytes(self) -> int:
         return sum(
             a.nbytes
-            for a in (self.tok_bytes, self.tok_ptr, self.sorted_ids, self.lcp, self.skip,
-                      self.id_ptr, self.id_len, self.stop_ids)
+            for a in (self.tok_bytes, self.blob, self.stop_ids)
         )
 
 
@@ -80,5 +82,11 @@ def build_token_trie(decoded_vocab, vocab_size: int, special_ids, stop_ids) -> T
     id_len[sorted_ids] = lengths
     stops = np.asarray(sorted(set(int(i) for i in stop_ids if 0 <= int(i) < vocab_size)),
                        dtype=np.int32)
+    universe = np.zeros((vocab_size + 31) // 32, dtype=np.uint32)
+    np.bitwise_or.at(universe, sorted_ids >> 5,
+                     np.left_shift(np.uint32(1), (sorted_ids & 31).astype(np.uint32)))
+    blob, views = pack_trie(tok_ptr, sorted_ids, lcp, skip, id_ptr, id_len,
+                            universe.view(np.int32), vocab_size)
+    tok_ptr, sorted_ids, lcp, skip, id_ptr, id_len, universe = views
     return TokenTrie(tok_bytes, tok_ptr, sorted_ids, lcp, skip, id_ptr, id_len, stops,
-                     int(vocab_size))
+                     int(vocab_size), universe, blob)

@@ -260,14 +260,14 @@ def fill_mask_cached(g, items, sets, htab, meta, tok_bytes, tok_ptr, sorted_ids,
         _or_accepted(cmeta, pool, universe, s, mask_row)
         n_unc += cmeta[s, C_UNC_LEN]
     if n_unc > 0:
+        if n_unc > unc_buf.shape[0]:
+            return FULL
         if n_roots == 1:
             s = roots[0]
             off = cmeta[s, C_UNC_OFF]
             for j in range(n_unc):
                 unc_buf[j] = pool[off + j]
         else:
-            if n_unc > unc_buf.shape[0]:
-                return FULL
             c = 0
             for r in range(n_roots):
                 s = roots[r]

@@ -1,0 +1,205 @@
+"""Entry points of the matcher: one Numba call per matcher operation, few arguments.
+
+A call from Python into Numba costs about 0.1-0.2 us per array argument it unboxes, so the
+parser state lives in one int32 buffer ``buf`` described by an int64 ``meta`` array, and the
+vocabulary index in one int32 blob ``tr`` (plus its bytes). These functions cut the views out
+and call the kernels of :mod:`.earley` and :mod:`.mask_cache`.
+
+``meta`` slots (beyond the parser's own, see :mod:`.earley`): capacities and offsets of the
+regions of ``buf``: items (3 ints each) at 0, sets, the item hash table (3 ints per slot),
+roots and uncertain-token scratch for the mask, the stop token ids; and ``M_MISSING``, the
+state whose cache entry a fill needs.
+
+Trie blob ``tr`` header: see ``T_*``.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from . import earley as E
+from . import mask_cache as MC
+
+# meta slots 0..3 belong to earley (n_sets, n_items, stamp, set start)
+M_ITEMS_CAP, M_SETS_OFF, M_SETS_CAP, M_HTAB_OFF, M_HTAB_CAP = 4, 5, 6, 7, 8
+M_ROOTS_OFF, M_ROOTS_CAP, M_UNC_OFF, M_UNC_CAP, M_STOP_OFF, M_NSTOP = 9, 10, 11, 12, 13, 14
+M_MISSING, M_ALL_ALLOWED = 15, 16
+META_SIZE = 18
+
+# trie blob header
+T_N, T_VOCAB, T_TOK_PTR, T_SORTED, T_LCP, T_SKIP, T_ID_PTR, T_ID_LEN, T_UNIVERSE = range(9)
+T_HEADER = 16
+
+
+def pack_trie(tok_ptr, sorted_ids, lcp, skip, id_ptr, id_len, universe, vocab_size):
+    """One int32 blob for the vocabulary index; returns (blob, views of each part)."""
+    parts = [tok_ptr, sorted_ids, lcp, skip, id_ptr, id_len, universe]
+    blob = np.zeros(T_HEADER + sum(len(p) for p in parts), dtype=np.int32)
+    blob[T_N] = len(sorted_ids)
+    blob[T_VOCAB] = vocab_size
+    pos = T_HEADER
+    views = []
+    for slot, p in zip((T_TOK_PTR, T_SORTED, T_LCP, T_SKIP, T_ID_PTR, T_ID_LEN, T_UNIVERSE),
+                       parts):
+        blob[slot] = pos
+        blob[pos:pos + len(p)] = p
+        views.append(blob[pos:pos + len(p)])
+        pos += len(p)
+    return blob, views
+
+
+def layout_state(items_cap: int, sets_cap: int, htab_cap: int, roots_cap: int, unc_cap: int,
+                 stop_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A fresh (buf, meta) pair with the given capacities (htab_cap a power of two)."""
+    meta = np.zeros(META_SIZE, dtype=np.int64)
+    pos = 3 * items_cap
+    meta[M_ITEMS_CAP] = items_cap
+    meta[M_SETS_OFF] = pos
+    meta[M_SETS_CAP] = sets_cap
+    pos += sets_cap
+    meta[M_HTAB_OFF] = pos
+    meta[M_HTAB_CAP] = htab_cap
+    pos += 3 * htab_cap
+    meta[M_ROOTS_OFF] = pos
+    meta[M_ROOTS_CAP] = roots_cap
+    pos += roots_cap
+    meta[M_UNC_OFF] = pos
+    meta[M_UNC_CAP] = unc_cap
+    pos += unc_cap
+    meta[M_STOP_OFF] = pos
+    meta[M_NSTOP] = len(stop_ids)
+    pos += len(stop_ids)
+    buf = np.zeros(pos, dtype=np.int32)
+    buf[meta[M_HTAB_OFF]:meta[M_HTAB_OFF] + 3 * htab_cap] = -1
+    buf[meta[M_STOP_OFF]:pos] = stop_ids
+    return buf, meta
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def views(buf, meta):
+    items = buf[:3 * meta[M_ITEMS_CAP]].reshape((meta[M_ITEMS_CAP], 3))
+    so = meta[M_SETS_OFF]
+    sets = buf[so:so + meta[M_SETS_CAP]]
+    ho = meta[M_HTAB_OFF]
+    htab = buf[ho:ho + 3 * meta[M_HTAB_CAP]].reshape((meta[M_HTAB_CAP], 3))
+    return items, sets, htab
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _trie_part(tr, slot, length):
+    o = tr[slot]
+    return tr[o:o + length]
+
+
+@nb.njit(cache=True, nogil=True)
+def m_reset(g, buf, meta):
+    items, sets, htab = views(buf, meta)
+    return E.init_state(g, items, sets, htab, meta)
+
+
+@nb.njit(cache=True, nogil=True)
+def m_accept_bytes(g, buf, meta, data):
+    """Scans ``data`` (all or nothing). OK, REJECT or FULL."""
+    items, sets, htab = views(buf, meta)
+    if meta[E.M_NSETS] + data.shape[0] + 1 >= sets.shape[0]:
+        return E.FULL
+    return E.push_bytes(g, items, sets, htab, meta, data)
+
+
+@nb.njit(cache=True, nogil=True)
+def m_accept_token(g, buf, meta, tr, tok_bytes, token):
+    """Scans the bytes of a (non-special, in-range) token. OK, REJECT or FULL."""
+    items, sets, htab = views(buf, meta)
+    n = tr[T_N]
+    ln = tr[tr[T_ID_LEN] + token]
+    if ln == 0:
+        return E.REJECT
+    if meta[E.M_NSETS] + ln + 1 >= sets.shape[0]:
+        return E.FULL
+    p = tr[tr[T_ID_PTR] + token]
+    return E.push_bytes(g, items, sets, htab, meta, tok_bytes[p:p + ln])
+
+
+@nb.njit(cache=True, nogil=True)
+def m_can_end(g, buf, meta):
+    items, sets, htab = views(buf, meta)
+    return E.can_end(g, items, sets, meta)
+
+
+@nb.njit(cache=True, nogil=True)
+def m_can_continue(g, buf, meta):
+    items, sets, htab = views(buf, meta)
+    k = meta[E.M_NSETS] - 1
+    for m in range(sets[k], sets[k + 1]):
+        if E.state_flags(g, items[m, 0]) & E.F_BYTES:
+            return True
+    return False
+
+
+@nb.njit(cache=True, nogil=True)
+def m_pop_to(buf, meta, n_sets):
+    so = meta[M_SETS_OFF]
+    sets = buf[so:so + meta[M_SETS_CAP]]
+    E.pop_to(sets, meta, n_sets)
+
+
+@nb.njit(cache=True, nogil=True)
+def m_jump_forward(g, buf, meta, out):
+    items, sets, htab = views(buf, meta)
+    if meta[E.M_NSETS] + out.shape[0] + 1 >= sets.shape[0]:
+        return E.FULL
+    return E.jump_forward(g, items, sets, htab, meta, out)
+
+
+@nb.njit(cache=True, nogil=True)
+def _all_allowed(mask_row, vocab):
+    full = vocab >> 5
+    for w in range(full):
+        if mask_row[w] != -1:
+            return False
+    rest = vocab & 31
+    if rest:
+        want = (np.int64(1) << rest) - 1
+        if (np.int64(mask_row[full]) & want) != want:
+            return False
+    return True
+
+
+@nb.njit(cache=True, nogil=True)
+def m_fill(g, buf, meta, tr, tok_bytes, cmeta, pool, slots, lcap, mask_row):
+    """The next-token mask from the cache. OK (``meta[M_ALL_ALLOWED]`` tells whether every
+    token is allowed), FULL, or NEED_CACHE (state in ``meta[M_MISSING]``)."""
+    items, sets, htab = views(buf, meta)
+    n = tr[T_N]
+    vocab = tr[T_VOCAB]
+    tok_ptr = _trie_part(tr, T_TOK_PTR, n + 1)
+    sorted_ids = _trie_part(tr, T_SORTED, n)
+    universe = _trie_part(tr, T_UNIVERSE, (vocab + 31) >> 5)
+    ro = meta[M_ROOTS_OFF]
+    roots = buf[ro:ro + meta[M_ROOTS_CAP]]
+    uo = meta[M_UNC_OFF]
+    unc = buf[uo:uo + meta[M_UNC_CAP]]
+    to = meta[M_STOP_OFF]
+    stops = buf[to:to + meta[M_NSTOP]]
+    missing = meta[M_MISSING:M_MISSING + 1]
+    r = MC.fill_mask_cached(g, items, sets, htab, meta, tok_bytes, tok_ptr, sorted_ids, cmeta,
+                            pool, slots, lcap, universe, stops, mask_row, roots, unc, missing)
+    if r == E.OK:
+        meta[M_ALL_ALLOWED] = 1 if _all_allowed(mask_row, vocab) else 0
+    return r
+
+
+@nb.njit(cache=True, nogil=True)
+def m_fill_uncached(g, buf, meta, tr, tok_bytes, mask_row):
+    """The next-token mask by a full trie walk (no cache). OK or FULL."""
+    items, sets, htab = views(buf, meta)
+    n = tr[T_N]
+    tok_ptr = _trie_part(tr, T_TOK_PTR, n + 1)
+    sorted_ids = _trie_part(tr, T_SORTED, n)
+    lcp = _trie_part(tr, T_LCP, n)
+    skip = _trie_part(tr, T_SKIP, tok_ptr[n])
+    to = meta[M_STOP_OFF]
+    stops = buf[to:to + meta[M_NSTOP]]
+    return E.fill_mask(g, items, sets, htab, meta, tok_bytes, tok_ptr, sorted_ids, lcp, skip,
+                       stops, mask_row)
