@@ -134,6 +134,10 @@ def _type_of(v) -> str:
     raise SchemaError(f"not a JSON value: {v!r}")
 
 
+class _NoNegation(Exception):
+    """A negation was attempted quietly and is not expressible."""
+
+
 class _ObjConj:
     """What one schema says about object keys."""
 
@@ -285,6 +289,7 @@ class _Converter:
         self.names: set[str] = set()
         self.validators: dict = {}
         self.key_rules: dict[tuple, str] = {}
+        self._neg_quiet = False
 
     # ------------------------------------------------------------------ plumbing
 
@@ -645,6 +650,11 @@ class _Converter:
 
     # ------------------------------------------------------------------ negation
 
+    def _neg_refuse(self, ptr: str, detail: str) -> None:
+        if self._neg_quiet:
+            raise _NoNegation()
+        self.refuse("not", ptr, detail)
+
     def negate(self, loc: Loc, stack: tuple) -> list[Loc] | None:
         """Schemas whose union is exactly the values ``loc`` rejects; None when refused."""
         node = loc.node
@@ -656,7 +666,7 @@ class _Converter:
         if not isinstance(node, dict):
             raise SchemaError("a schema must be an object or a boolean", loc.ptr)
         if id(node) in stack:
-            self.refuse("not", loc.ptr, "negation of a recursive schema")
+            self._neg_refuse(loc.ptr, "negation of a recursive schema")
             return None
         stack = stack + (id(node),)
 
@@ -729,7 +739,7 @@ class _Converter:
             elif kw == "not":
                 out.append(loc.child("not"))
             else:
-                self.refuse("not", f"{loc.ptr}/{kw}", f"negation of {kw!r}")
+                self._neg_refuse(f"{loc.ptr}/{kw}", f"negation of {kw!r}")
                 return None
         return out
 
@@ -759,15 +769,48 @@ class _Converter:
                 continue
             branches.append(g)
         if kind == "oneOf" and len(branches) > 1:
-            for i in range(len(branches)):
-                for j in range(i + 1, len(branches)):
-                    if not self._disjoint(branches[i], branches[j]):
-                        self.refuse("oneOf", gptr, f"alternatives {i} and {j} may overlap")
-                        break
+            overlap = next(
+                ((i, j) for i in range(len(branches)) for j in range(i + 1, len(branches))
+                 if not self._disjoint(branches[i], branches[j])),
+                None,
+            )
+            if overlap is not None:
+                exact = self._one_of_by_negation(base, alternatives)
+                if exact is None:
+                    self.refuse("oneOf", gptr, f"alternatives {overlap[0]} and {overlap[1]} may overlap")
                 else:
-                    continue
-                break
+                    branches = exact
         return alt([self._expand(g, depth, ptr, count) for g in branches])
+
+    def _one_of_by_negation(self, base: _Facts, alternatives: list[list[Loc]]) -> list[_Facts] | None:
+        """oneOf as anyOf over "branch i and no other branch": exact when every branch can be
+        negated; None otherwise."""
+        negations = []
+        self._neg_quiet = True
+        try:
+            for alt_locs in alternatives:
+                if len(alt_locs) != 1:
+                    return None
+                negations.append(self.negate(alt_locs[0], ()))
+        except _NoNegation:
+            return None
+        finally:
+            self._neg_quiet = False
+        out = []
+        for i, alt_locs in enumerate(alternatives):
+            g = base.copy()
+            for loc in alt_locs:
+                self.absorb(g, loc)
+            for j, neg in enumerate(negations):
+                if j == i:
+                    continue
+                if not neg:
+                    g.false = True
+                    break
+                g.groups.append(("not", alt_locs[0].ptr, [[n] for n in neg]))
+            if not self._hopeless(g):
+                out.append(g)
+        return out
 
     def _hopeless(self, f: _Facts) -> bool:
         if f.false or (f.types is not None and not f.types):
