@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import GrammarError
-from ..grammar.fsm import Dfa, Nfa, determinize
 from ..grammar.ir import (
     Alt,
     Automaton,
@@ -30,6 +29,7 @@ from ..grammar.ir import (
     refs_of,
 )
 from ..mask_kernels.earley import F_ACCEPT, F_BYTES, F_CALLS, pack_grammar
+from .dfa_build import RuleDfa, dfa_without_calls, rule_dfa, rule_dfa_reference
 
 #: A rule whose estimated automaton size is at most this is inlined wherever it is used.
 INLINE_SMALL = 256
@@ -50,27 +50,34 @@ class RuleAutomata:
     state_base: np.ndarray  # rule index -> first global state
 
 
-def build_rule_automata(grammar: Grammar) -> RuleAutomata:
+def build_rule_automata(grammar: Grammar, *, method: str = "fast") -> RuleAutomata:
     """Compiles ``grammar`` into rule DFAs. Raises GrammarError for undefined rules, a grammar
-    whose language is empty, or automata past the size limits."""
+    whose language is empty, or automata past the size limits.
+
+    ``method="reference"`` builds each rule's DFA with the pure-Python toolkit instead of the
+    Numba kernels (same result, slower; for tests and benchmarks).
+    """
+    if method not in ("fast", "reference"):
+        raise ValueError(f"unknown method {method!r}")
     rules = grammar.rules
     reachable = _reachable_rules(grammar)
     recursive = _recursive_rules(reachable, rules)
     keep = _choose_kept_rules(grammar, reachable, recursive)
 
     index = {name: i for i, name in enumerate(keep)}
-    dfas: list[Dfa] = []
+
+    def call_symbol(ref_name: str):
+        i = index.get(ref_name)
+        return i if i is not None else rules[ref_name]
+
+    memo: dict = {}
+    dfas: list[RuleDfa] = []
     for name in keep:
-        nfa = Nfa()
-        src, dst = nfa.state(), nfa.state()
-
-        def call_symbol(ref_name: str):
-            i = index.get(ref_name)
-            return i if i is not None else rules[ref_name]
-
         try:
-            nfa.build(rules[name], src, dst, call_symbol)
-            dfas.append(determinize(nfa, src, {dst}).minimize())
+            if method == "fast":
+                dfas.append(rule_dfa(rules[name], call_symbol, memo))
+            else:
+                dfas.append(rule_dfa_reference(rules[name], call_symbol))
         except GrammarError as exc:
             raise GrammarError(f"in rule {name!r}: {exc}") from None
 
@@ -80,7 +87,7 @@ def build_rule_automata(grammar: Grammar) -> RuleAutomata:
         raise GrammarError(
             f"the grammar's language is empty: start rule {grammar.start!r} derives no string"
         )
-    dfas = [_drop_calls(d, productive) for d in dfas]
+    dfas = [dfa_without_calls(d, productive.__getitem__) for d in dfas]
     # keep only rules still reachable from the start through live call edges
     live = _live_rules(dfas, start)
     renum = {old: new for new, old in enumerate(live)}
@@ -230,7 +237,7 @@ def _estimate(e: Expr, ref_size) -> float:
     return 1
 
 
-def _productive(dfas: list[Dfa]) -> list[bool]:
+def _productive(dfas: list[RuleDfa]) -> list[bool]:
     """Which rules derive at least one string (fixpoint over the DFAs)."""
     n = len(dfas)
     prod = [False] * n
@@ -238,57 +245,17 @@ def _productive(dfas: list[Dfa]) -> list[bool]:
     while changed:
         changed = False
         for r, d in enumerate(dfas):
-            if prod[r]:
+            if prod[r] or not d.accept.any():
                 continue
-            seen = {d.start}
-            stack = [d.start]
-            found = False
-            while stack and not found:
-                s = stack.pop()
-                if d.accepting[s]:
-                    found = True
-                    break
-                nxt = [t for _, _, t in d.edges[s]]
-                nxt += [t for sym, t in d.calls[s] if prod[sym]]
-                for t in nxt:
-                    if t not in seen:
-                        seen.add(t)
-                        stack.append(t)
-            if found:
+            ok = np.array([prod[s] for s in d.call_syms.tolist()], dtype=bool)
+            # a minimal DFA has only states that lead to acceptance through its edges
+            if ok.all() or _reaches_accept(d, ok, use_bytes=True):
                 prod[r] = changed = True
     return prod
 
 
-def _drop_calls(d: Dfa, productive: list[bool]) -> Dfa:
-    if all(productive[sym] for calls in d.calls for sym, _ in calls):
-        return d
-    calls = [tuple((sym, t) for sym, t in c if productive[sym]) for c in d.calls]
-    return Dfa(d.start, d.edges, d.accepting, calls).minimize()
-
-
-def _live_rules(dfas: list[Dfa], start: int) -> list[int]:
-    seen = {start}
-    order = [start]
-    i = 0
-    while i < len(order):
-        d = dfas[order[i]]
-        i += 1
-        for calls in d.calls:
-            for sym, _ in calls:
-                if sym not in seen:
-                    seen.add(sym)
-                    order.append(sym)
-    return sorted(order)
-
-
-def _renumber_calls(d: Dfa, renum: dict[int, int]) -> Dfa:
-    if not any(d.calls):
-        return d
-    calls = [tuple(sorted((renum[sym], t) for sym, t in c)) for c in d.calls]
-    return Dfa(d.start, d.edges, d.accepting, calls)
-
-
-def _nullable(dfas: list[Dfa]) -> list[bool]:
+def _nullable(dfas: list[RuleDfa]) -> list[bool]:
+    """Which rules derive the empty string."""
     n = len(dfas)
     null = [False] * n
     changed = True
@@ -297,90 +264,104 @@ def _nullable(dfas: list[Dfa]) -> list[bool]:
         for r, d in enumerate(dfas):
             if null[r]:
                 continue
-            seen = {d.start}
-            stack = [d.start]
-            while stack:
-                s = stack.pop()
-                if d.accepting[s]:
-                    null[r] = changed = True
-                    break
-                for sym, t in d.calls[s]:
-                    if null[sym] and t not in seen:
-                        seen.add(t)
-                        stack.append(t)
+            ok = np.array([null[s] for s in d.call_syms.tolist()], dtype=bool)
+            if _reaches_accept(d, ok, use_bytes=False):
+                null[r] = changed = True
     return null
+
+
+def _reaches_accept(d: RuleDfa, call_ok: np.ndarray, use_bytes: bool) -> bool:
+    """Whether an accepting state is reachable from the start through byte edges (if
+    ``use_bytes``) and the call edges of the columns where ``call_ok`` holds."""
+    seen = np.zeros(d.n_states, dtype=bool)
+    seen[0] = True
+    frontier = np.zeros(1, dtype=np.int64)
+    calls = d.calls[:, call_ok]
+    while frontier.size:
+        if d.accept[frontier].any():
+            return True
+        nxt = calls[frontier].ravel()
+        if use_bytes:
+            nxt = np.concatenate([nxt, d.trans[frontier].ravel()])
+        nxt = nxt[nxt >= 0]
+        nxt = np.unique(nxt[~seen[nxt]])
+        seen[nxt] = True
+        frontier = nxt
+    return False
+
+
+def _live_rules(dfas: list[RuleDfa], start: int) -> list[int]:
+    seen = {start}
+    order = [start]
+    i = 0
+    while i < len(order):
+        d = dfas[order[i]]
+        i += 1
+        used = d.call_syms[(d.calls >= 0).any(axis=0)]
+        for sym in used.tolist():
+            if sym not in seen:
+                seen.add(sym)
+                order.append(sym)
+    return sorted(order)
+
+
+def _renumber_calls(d: RuleDfa, renum: dict[int, int]) -> RuleDfa:
+    if not len(d.call_syms):
+        return d
+    # renumbering keeps the order of the live rules, so the columns stay sorted
+    syms = np.array([renum[s] for s in d.call_syms.tolist()], dtype=np.int32)
+    return RuleDfa(d.bounds, d.trans, d.accept, syms, d.calls)
 
 
 # --------------------------------------------------------------------------- assembly
 
 
-def _assemble(names: tuple[str, ...], start_rule: int, dfas: list[Dfa]) -> RuleAutomata:
-    n_rules = len(dfas)
-    base = np.zeros(n_rules + 1, dtype=np.int64)
-    for r, d in enumerate(dfas):
-        base[r + 1] = base[r] + d.n_states
+def _assemble(names: tuple[str, ...], start_rule: int, dfas: list[RuleDfa]) -> RuleAutomata:
+    """Numbers the rule DFAs into one state space over shared byte classes and packs them."""
+    sizes = np.array([d.n_states for d in dfas], dtype=np.int64)
+    base = np.zeros(len(dfas) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=base[1:])
     n_states = int(base[-1])
     if n_states >= 2**31 - 1:
         raise GrammarError("grammar too large: more than 2**31 automaton states")
 
-    # byte classes: bytes that every state treats alike share a column
-    cuts = {0, 256}
-    for d in dfas:
-        for edges in d.edges:
-            for lo, hi, _ in edges:
-                cuts.add(lo)
-                cuts.add(hi + 1)
-    bounds = sorted(cuts)
-    n_iv = len(bounds) - 1
-    iv_of_byte = np.zeros(256, dtype=np.int64)
-    for i in range(n_iv):
-        iv_of_byte[bounds[i]:bounds[i + 1]] = i
-    table = np.full((n_states, n_iv), -1, dtype=np.int32)
+    # Byte classes: cut the bytes at every rule's class boundary (intervals), then merge the
+    # intervals that every rule's table treats alike.
+    bounds = np.unique(np.concatenate([d.bounds for d in dfas]))
+    iv_lo = bounds[:-1]
+    local = [np.searchsorted(d.bounds, iv_lo, side="right") - 1 for d in dfas]
+    keys = np.stack([_column_ids(d.trans)[loc] for d, loc in zip(dfas, local)], axis=1)
+    _, first_iv, iv_key = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    iv_key = iv_key.reshape(-1)
+    # number the classes in order of their first byte, for determinism
+    order = np.argsort(first_iv, kind="stable")
+    cls_of_key = np.empty(len(order), dtype=np.int32)
+    cls_of_key[order] = np.arange(len(order), dtype=np.int32)
+    cls_of_iv = cls_of_key[iv_key]
+    rep_iv = first_iv[order]  # one interval per class
+    n_classes = len(rep_iv)
+    byte_class = np.repeat(cls_of_iv, np.diff(bounds)).astype(np.int32)
+
+    trans = np.empty((n_states, n_classes), dtype=np.int32)
     flags = np.zeros(n_states, dtype=np.int32)
-    rule_of = np.zeros(n_states, dtype=np.int32)
-    call_ptr = np.zeros(n_states + 1, dtype=np.int32)
-    call_rule: list[int] = []
-    call_dst: list[int] = []
+    call_rule_parts, call_dst_parts, call_count = [], [], np.zeros(n_states, dtype=np.int32)
     for r, d in enumerate(dfas):
-        b = int(base[r])
-        for s in range(d.n_states):
-            g = b + s
-            rule_of[g] = r
-            f = F_ACCEPT if d.accepting[s] else 0
-            edges = d.edges[s]
-            if edges:
-                f |= F_BYTES
-                row = table[g]
-                for lo, hi, t in edges:
-                    row[iv_of_byte[lo]:iv_of_byte[hi] + 1] = b + t
-            calls = d.calls[s]
-            if calls:
-                f |= F_CALLS
-                for sym, t in calls:
-                    call_rule.append(sym)
-                    call_dst.append(b + t)
-            call_ptr[g + 1] = len(call_rule)
-            flags[g] = f
-    # merge intervals whose columns are identical
-    if n_states:
-        _, col_class, = np.unique(table.T, axis=0, return_inverse=True)[:2]
-        col_class = np.asarray(col_class).reshape(-1)
-        first_of: dict[int, int] = {}
-        for iv in range(n_iv):
-            first_of.setdefault(int(col_class[iv]), iv)
-        # renumber classes in order of first appearance for determinism
-        order = {c: k for k, c in enumerate(sorted(first_of, key=first_of.get))}
-        cls_of_iv = np.array([order[int(c)] for c in col_class], dtype=np.int32)
-        n_classes = len(order)
-        trans = np.full((n_states, n_classes), -1, dtype=np.int32)
-        for c, iv in first_of.items():
-            trans[:, order[c]] = table[:, iv]
-    else:
-        cls_of_iv = np.zeros(n_iv, dtype=np.int32)
-        n_classes = 1
-        trans = np.full((0, 1), -1, dtype=np.int32)
-    byte_class = cls_of_iv[iv_of_byte].astype(np.int32)
-    rule_start = np.array([int(base[r]) + d.start for r, d in enumerate(dfas)], dtype=np.int32)
+        b, e = int(base[r]), int(base[r + 1])
+        t = d.trans[:, local[r][rep_iv]]
+        trans[b:e] = np.where(t >= 0, t + b, -1)
+        f = np.where(d.accept, F_ACCEPT, 0)
+        f |= np.where((d.trans >= 0).any(axis=1), F_BYTES, 0)
+        has_call = d.calls >= 0
+        f |= np.where(has_call.any(axis=1), F_CALLS, 0)
+        flags[b:e] = f
+        cs, cj = np.nonzero(has_call)  # row-major: by state, then by symbol
+        call_rule_parts.append(d.call_syms[cj])
+        call_dst_parts.append(d.calls[cs, cj] + b)
+        call_count[b:e] = has_call.sum(axis=1)
+    call_ptr = np.zeros(n_states + 1, dtype=np.int32)
+    np.cumsum(call_count, out=call_ptr[1:])
+    rule_of = np.repeat(np.arange(len(dfas), dtype=np.int32), sizes)
+    rule_start = base[:-1].astype(np.int32)  # every rule DFA starts at its state 0
     nullable = np.array(_nullable(dfas), dtype=np.int32)
     blob = pack_grammar(
         byte_class,
@@ -388,8 +369,8 @@ def _assemble(names: tuple[str, ...], start_rule: int, dfas: list[Dfa]) -> RuleA
         flags,
         rule_of,
         call_ptr,
-        np.array(call_rule, dtype=np.int32),
-        np.array(call_dst, dtype=np.int32),
+        np.concatenate(call_rule_parts).astype(np.int32),
+        np.concatenate(call_dst_parts).astype(np.int32),
         rule_start,
         nullable,
         start_rule,
@@ -403,3 +384,26 @@ def _assemble(names: tuple[str, ...], start_rule: int, dfas: list[Dfa]) -> RuleA
         byte_class=byte_class,
         state_base=base.astype(np.int32),
     )
+
+
+def _column_ids(table: np.ndarray) -> np.ndarray:
+    """Ids of the columns of ``table`` such that equal columns get equal ids."""
+    n, k = table.shape
+    if k <= 1:
+        return np.zeros(k, dtype=np.int64)
+    # fingerprint each column, then confirm: equal fingerprints of unequal columns get apart
+    weights = np.random.default_rng(0x5EED).integers(1, 2**62, size=n, dtype=np.int64)
+    fp = (table.astype(np.int64) + 2).T @ weights
+    ids = np.empty(k, dtype=np.int64)
+    reps: dict[int, list[int]] = {}
+    next_id = 0
+    for c, h in enumerate(fp.tolist()):
+        for other in reps.setdefault(h, []):
+            if np.array_equal(table[:, c], table[:, other]):
+                ids[c] = ids[other]
+                break
+        else:
+            reps[h].append(c)
+            ids[c] = next_id
+            next_id += 1
+    return ids

@@ -1,0 +1,490 @@
+"""Numba kernels that turn an epsilon-NFA over bytes and call symbols into a minimal DFA.
+
+One entry point, :func:`nfa_to_min_dfa`: subset construction, then minimization (Valmari and
+Lehtinen's partition refinement over the transitions, O(m log n), which handles partial
+automata without a dead state), then a canonical numbering (breadth first from the start,
+successors in byte order, then call symbols in order). Two automata with the same language
+therefore come out as identical arrays.
+
+NFA input (flat arrays, states 0..n-1):
+    eps_src/eps_dst                epsilon edges
+    e_src/e_lo/e_hi/e_dst          byte-range edges (inclusive ranges)
+    c_src/c_col/c_dst              call edges; ``c_col`` numbers the distinct call symbols
+                                   0..n_cols-1 in increasing symbol order
+
+Output: status, bounds (int32[k+1]: byte class c is bytes bounds[c]..bounds[c+1]-1), trans
+(int32[n, k], -1 when no edge), accept (int8[n]), calls (int32[n, n_cols], -1 when no edge).
+Status 0 is success; TOO_MANY_STATES when the subset construction passes ``max_states``.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+TOO_MANY_STATES = -1
+
+
+@nb.njit(cache=True, nogil=True)
+def _csr(n, src):
+    """Counting sort of edge indices by source state: (ptr[n+1], order)."""
+    m = src.shape[0]
+    ptr = np.zeros(n + 1, dtype=np.int32)
+    for i in range(m):
+        ptr[src[i] + 1] += 1
+    for i in range(n):
+        ptr[i + 1] += ptr[i]
+    fill = ptr[:n].copy()
+    order = np.empty(m, dtype=np.int32)
+    for i in range(m):
+        s = src[i]
+        order[fill[s]] = i
+        fill[s] += 1
+    return ptr, order
+
+
+@nb.njit(cache=True, nogil=True)
+def _grow(a, need):
+    if need <= a.shape[0]:
+        return a
+    size = a.shape[0] * 2
+    while size < need:
+        size *= 2
+    b = np.empty(size, dtype=a.dtype)
+    b[: a.shape[0]] = a
+    return b
+
+
+@nb.njit(cache=True, nogil=True)
+def _closure(seeds, n_seeds, eps_ptr, eps_to, mark, gen, stack, out):
+    """Epsilon closure of ``seeds[:n_seeds]`` written sorted into ``out``; returns its size."""
+    n_out = 0
+    top = 0
+    for i in range(n_seeds):
+        q = seeds[i]
+        if mark[q] != gen:
+            mark[q] = gen
+            stack[top] = q
+            top += 1
+    while top > 0:
+        top -= 1
+        q = stack[top]
+        out[n_out] = q
+        n_out += 1
+        for j in range(eps_ptr[q], eps_ptr[q + 1]):
+            t = eps_to[j]
+            if mark[t] != gen:
+                mark[t] = gen
+                stack[top] = t
+                top += 1
+    out[:n_out].sort()
+    return n_out
+
+
+@nb.njit(cache=True, nogil=True)
+def _hash_set(a, n):
+    h = np.uint64(14695981039346656037)
+    for i in range(n):
+        h = (h ^ np.uint64(a[i])) * np.uint64(1099511628211)
+    return h
+
+
+@nb.njit(cache=True, nogil=True)
+def _determinize(n_nfa, start, final, eps_ptr, eps_to, lab_ptr, lab, lab_to, n_labels,
+                 max_states):
+    """Subset construction. Returns (n_dfa, accept, t_ptr, t_lab, t_to) with the transitions
+    of each DFA state contiguous and sorted by label, or n_dfa = -1 past ``max_states``."""
+    mark = np.zeros(n_nfa, dtype=np.int32)
+    gen = 0
+    stack = np.empty(n_nfa, dtype=np.int32)
+    cur = np.empty(n_nfa, dtype=np.int32)
+    # subsets: pool of sorted NFA state lists
+    pool = np.empty(max(64, 4 * n_nfa), dtype=np.int32)
+    pool_n = 0
+    set_off = np.empty(64, dtype=np.int64)
+    set_len = np.empty(64, dtype=np.int32)
+    set_hash = np.empty(64, dtype=np.uint64)
+    accept = np.empty(64, dtype=np.int8)
+    n_sets = 0
+    hbits = 10
+    htab = np.full(1 << hbits, -1, dtype=np.int32)
+    # DFA transitions
+    t_ptr = np.zeros(65, dtype=np.int32)
+    t_lab = np.empty(256, dtype=np.int32)
+    t_to = np.empty(256, dtype=np.int32)
+    n_t = 0
+    # per-label buckets of targets
+    cnt = np.zeros(n_labels + 1, dtype=np.int32)
+    touched = np.empty(n_labels, dtype=np.int32)
+    bucket = np.empty(64, dtype=np.int32)
+    seeds = np.empty(1, dtype=np.int32)
+
+    seeds[0] = start
+    gen += 1
+    k = _closure(seeds, 1, eps_ptr, eps_to, mark, gen, stack, cur)
+    pool = _grow(pool, k)
+    pool[:k] = cur[:k]
+    pool_n = k
+    set_off[0] = 0
+    set_len[0] = k
+    h = _hash_set(cur, k)
+    set_hash[0] = h
+    accept[0] = 1 if mark[final] == gen else 0
+    htab[h & np.uint64((1 << hbits) - 1)] = 0
+    n_sets = 1
+
+    i = 0
+    while i < n_sets:
+        off = set_off[i]
+        ln = set_len[i]
+        # count the labelled transitions of the subset per label
+        n_touched = 0
+        total = 0
+        for p in range(off, off + ln):
+            q = pool[p]
+            for j in range(lab_ptr[q], lab_ptr[q + 1]):
+                c = lab[j]
+                if cnt[c] == 0:
+                    touched[n_touched] = c
+                    n_touched += 1
+                cnt[c] += 1
+                total += 1
+        touched[:n_touched].sort()
+        bucket = _grow(bucket, total)
+        # prefix offsets (cnt becomes the fill pointer, starts recorded in a second pass)
+        pos = 0
+        for u in range(n_touched):
+            c = touched[u]
+            m = cnt[c]
+            cnt[c] = pos
+            pos += m
+        for p in range(off, off + ln):
+            q = pool[p]
+            for j in range(lab_ptr[q], lab_ptr[q + 1]):
+                c = lab[j]
+                bucket[cnt[c]] = lab_to[j]
+                cnt[c] += 1
+        t_lab = _grow(t_lab, n_t + n_touched)
+        t_to = _grow(t_to, n_t + n_touched)
+        begin = 0
+        for u in range(n_touched):
+            c = touched[u]
+            end = cnt[c]
+            cnt[c] = 0
+            gen += 1
+            k = _closure(bucket[begin:end], end - begin, eps_ptr, eps_to, mark, gen, stack, cur)
+            begin = end
+            h = _hash_set(cur, k)
+            mask = np.uint64((1 << hbits) - 1)
+            slot = h & mask
+            found = -1
+            while htab[slot] >= 0:
+                d = htab[slot]
+                if set_hash[d] == h and set_len[d] == k:
+                    o = set_off[d]
+                    same = True
+                    for x in range(k):
+                        if pool[o + x] != cur[x]:
+                            same = False
+                            break
+                    if same:
+                        found = d
+                        break
+                slot = (slot + np.uint64(1)) & mask
+            if found < 0:
+                if n_sets >= max_states:
+                    return -1, accept, t_ptr, t_lab, t_to
+                found = n_sets
+                if n_sets == set_off.shape[0]:
+                    set_off = _grow(set_off, n_sets + 1)
+                    set_len = _grow(set_len, n_sets + 1)
+                    set_hash = _grow(set_hash, n_sets + 1)
+                    accept = _grow(accept, n_sets + 1)
+                pool = _grow(pool, pool_n + k)
+                pool[pool_n:pool_n + k] = cur[:k]
+                set_off[found] = pool_n
+                set_len[found] = k
+                set_hash[found] = h
+                accept[found] = 1 if mark[final] == gen else 0
+                pool_n += k
+                n_sets += 1
+                htab[slot] = found
+                if 2 * n_sets > htab.shape[0]:
+                    hbits += 1
+                    htab = np.full(1 << hbits, -1, dtype=np.int32)
+                    mask = np.uint64((1 << hbits) - 1)
+                    for d in range(n_sets):
+                        s2 = set_hash[d] & mask
+                        while htab[s2] >= 0:
+                            s2 = (s2 + np.uint64(1)) & mask
+                        htab[s2] = d
+            t_lab[n_t] = c
+            t_to[n_t] = found
+            n_t += 1
+        t_ptr = _grow(t_ptr, i + 2)
+        t_ptr[i + 1] = n_t
+        i += 1
+    return n_sets, accept[:n_sets], t_ptr[: n_sets + 1], t_lab[:n_t], t_to[:n_t]
+
+
+# --------------------------------------------------------------------------- minimization
+# Refinable partitions: ``elems`` lists the elements set by set, set ``s`` occupying
+# elems[first[s]:past[s]]; marked elements of ``s`` are moved to elems[first[s]:mid[s]].
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _mark(e, elems, loc, sidx, first, mid, touched, n_touched):
+    s = sidx[e]
+    i = loc[e]
+    j = mid[s]
+    if i >= j:
+        f = elems[j]
+        elems[i] = f
+        loc[f] = i
+        elems[j] = e
+        loc[e] = j
+        if j == first[s]:
+            touched[n_touched] = s
+            n_touched += 1
+        mid[s] = j + 1
+    return n_touched
+
+
+@nb.njit(cache=True, nogil=True)
+def _split(elems, sidx, first, past, mid, touched, n_touched, z):
+    """Splits every touched set into its marked and unmarked parts; the smaller part becomes
+    a new set. Returns the new number of sets."""
+    while n_touched > 0:
+        n_touched -= 1
+        s = touched[n_touched]
+        j = mid[s]
+        if j == past[s]:
+            mid[s] = first[s]
+            continue
+        if j - first[s] <= past[s] - j:
+            first[z] = first[s]
+            past[z] = j
+            first[s] = j
+        else:
+            past[z] = past[s]
+            first[z] = j
+            past[s] = j
+        for i in range(first[z], past[z]):
+            sidx[elems[i]] = z
+        mid[s] = first[s]
+        mid[z] = first[z]
+        z += 1
+    return z
+
+
+@nb.njit(cache=True, nogil=True)
+def _minimize(n, accept, t_ptr, t_lab, t_to, n_labels):
+    """Minimal-DFA blocks of the DFA rooted at state 0. Returns block[n] (-1 for states that
+    lead to no accepting state) and the number of blocks."""
+    # keep states from which an accepting state is reachable (all are reachable from 0)
+    m_all = t_to.shape[0]
+    t_from = np.empty(m_all, dtype=np.int32)
+    for s in range(n):
+        for j in range(t_ptr[s], t_ptr[s + 1]):
+            t_from[j] = s
+    in_ptr, in_ord = _csr(n, t_to)
+    live = np.zeros(n, dtype=np.bool_)
+    stack = np.empty(n, dtype=np.int32)
+    top = 0
+    for s in range(n):
+        if accept[s]:
+            live[s] = True
+            stack[top] = s
+            top += 1
+    while top > 0:
+        top -= 1
+        t = stack[top]
+        for j in range(in_ptr[t], in_ptr[t + 1]):
+            s = t_from[in_ord[j]]
+            if not live[s]:
+                live[s] = True
+                stack[top] = s
+                top += 1
+    block = np.full(n, -1, dtype=np.int32)
+    if not live[0]:
+        return block, 0
+    new = np.full(n, -1, dtype=np.int32)
+    nn = 0
+    for s in range(n):
+        if live[s]:
+            new[s] = nn
+            nn += 1
+    # transitions between live states, renumbered
+    mm = 0
+    for j in range(m_all):
+        if live[t_from[j]] and live[t_to[j]]:
+            mm += 1
+    tail = np.empty(mm, dtype=np.int32)
+    label = np.empty(mm, dtype=np.int32)
+    head = np.empty(mm, dtype=np.int32)
+    k = 0
+    for j in range(m_all):
+        if live[t_from[j]] and live[t_to[j]]:
+            tail[k] = new[t_from[j]]
+            label[k] = t_lab[j]
+            head[k] = new[t_to[j]]
+            k += 1
+
+    # blocks: start with one, split off the accepting states
+    b_elems = np.arange(nn, dtype=np.int32)
+    b_loc = np.arange(nn, dtype=np.int32)
+    b_sidx = np.zeros(nn, dtype=np.int32)
+    b_first = np.zeros(nn + 1, dtype=np.int32)
+    b_past = np.zeros(nn + 1, dtype=np.int32)
+    b_mid = np.zeros(nn + 1, dtype=np.int32)
+    b_touched = np.empty(nn + 1, dtype=np.int32)
+    b_past[0] = nn
+    bz = 1
+    nt = 0
+    for s in range(n):
+        if live[s] and accept[s]:
+            nt = _mark(new[s], b_elems, b_loc, b_sidx, b_first, b_mid, b_touched, nt)
+    bz = _split(b_elems, b_sidx, b_first, b_past, b_mid, b_touched, nt, bz)
+
+    # cords: transitions grouped by label
+    c_ptr, c_elems = _csr(n_labels, label)
+    c_loc = np.empty(mm, dtype=np.int32)
+    for i in range(mm):
+        c_loc[c_elems[i]] = i
+    c_sidx = np.empty(mm, dtype=np.int32)
+    c_first = np.zeros(mm + 1, dtype=np.int32)
+    c_past = np.zeros(mm + 1, dtype=np.int32)
+    c_mid = np.zeros(mm + 1, dtype=np.int32)
+    c_touched = np.empty(mm + 1, dtype=np.int32)
+    cz = 0
+    for lb in range(n_labels):
+        if c_ptr[lb + 1] > c_ptr[lb]:
+            c_first[cz] = c_ptr[lb]
+            c_past[cz] = c_ptr[lb + 1]
+            c_mid[cz] = c_ptr[lb]
+            for i in range(c_ptr[lb], c_ptr[lb + 1]):
+                c_sidx[c_elems[i]] = cz
+            cz += 1
+    a_ptr, a_ord = _csr(nn, head)  # incoming transitions per live state
+
+    b = 1
+    c = 0
+    while c < cz:
+        nt = 0
+        for i in range(c_first[c], c_past[c]):
+            nt = _mark(tail[c_elems[i]], b_elems, b_loc, b_sidx, b_first, b_mid, b_touched, nt)
+        bz = _split(b_elems, b_sidx, b_first, b_past, b_mid, b_touched, nt, bz)
+        c += 1
+        while b < bz:
+            nt = 0
+            for i in range(b_first[b], b_past[b]):
+                q = b_elems[i]
+                for j in range(a_ptr[q], a_ptr[q + 1]):
+                    nt = _mark(a_ord[j], c_elems, c_loc, c_sidx, c_first, c_mid, c_touched, nt)
+            cz = _split(c_elems, c_sidx, c_first, c_past, c_mid, c_touched, nt, cz)
+            b += 1
+    for s in range(n):
+        if live[s]:
+            block[s] = b_sidx[new[s]]
+    return block, bz
+
+
+@nb.njit(cache=True, nogil=True)
+def nfa_to_min_dfa(n_nfa, start, final, eps_src, eps_dst, e_src, e_lo, e_hi, e_dst,
+                   c_src, c_col, c_dst, n_cols, max_states):
+    """The canonical minimal DFA of an epsilon-NFA (see the module docstring)."""
+    # byte classes: cut [0, 256) at every range boundary
+    cut = np.zeros(257, dtype=np.bool_)
+    cut[0] = True
+    cut[256] = True
+    for i in range(e_lo.shape[0]):
+        cut[e_lo[i]] = True
+        cut[e_hi[i] + 1] = True
+    cls = np.empty(256, dtype=np.int32)
+    k = -1
+    for b in range(256):
+        if cut[b]:
+            k += 1
+        cls[b] = k
+    k += 1
+    bounds = np.empty(k + 1, dtype=np.int32)
+    j = 0
+    for b in range(257):
+        if cut[b]:
+            bounds[j] = b
+            j += 1
+    n_labels = k + n_cols
+
+    # labelled transitions: one per (edge, covered class) and per call edge
+    m = c_src.shape[0]
+    for i in range(e_lo.shape[0]):
+        m += cls[e_hi[i]] - cls[e_lo[i]] + 1
+    l_src = np.empty(m, dtype=np.int32)
+    l_lab = np.empty(m, dtype=np.int32)
+    l_dst = np.empty(m, dtype=np.int32)
+    m = 0
+    for i in range(e_lo.shape[0]):
+        for c in range(cls[e_lo[i]], cls[e_hi[i]] + 1):
+            l_src[m] = e_src[i]
+            l_lab[m] = c
+            l_dst[m] = e_dst[i]
+            m += 1
+    for i in range(c_src.shape[0]):
+        l_src[m] = c_src[i]
+        l_lab[m] = k + c_col[i]
+        l_dst[m] = c_dst[i]
+        m += 1
+    lab_ptr, order = _csr(n_nfa, l_src)
+    lab = l_lab[order]
+    lab_to = l_dst[order]
+    eps_ptr, eorder = _csr(n_nfa, eps_src)
+    eps_to = eps_dst[eorder]
+
+    n, accept, t_ptr, t_lab, t_to = _determinize(
+        n_nfa, start, final, eps_ptr, eps_to, lab_ptr, lab, lab_to, n_labels, max_states)
+    if n < 0:
+        return (TOO_MANY_STATES, bounds, np.empty((0, k), dtype=np.int32),
+                np.empty(0, dtype=np.int8), np.empty((0, n_cols), dtype=np.int32))
+    block, n_blocks = _minimize(n, accept, t_ptr, t_lab, t_to, n_labels)
+    if n_blocks == 0:  # empty language: one rejecting state
+        return (0, bounds, np.full((1, k), -1, dtype=np.int32), np.zeros(1, dtype=np.int8),
+                np.full((1, n_cols), -1, dtype=np.int32))
+
+    # canonical numbering: breadth first from the start, successors in label order
+    order_of = np.full(n_blocks, -1, dtype=np.int32)
+    rep = np.full(n_blocks, -1, dtype=np.int32)
+    for s in range(n):
+        bl = block[s]
+        if bl >= 0 and rep[bl] < 0:
+            rep[bl] = s
+    queue = np.empty(n_blocks, dtype=np.int32)
+    queue[0] = block[0]
+    order_of[block[0]] = 0
+    q_n = 1
+    qi = 0
+    while qi < q_n:
+        s = rep[queue[qi]]
+        qi += 1
+        for j in range(t_ptr[s], t_ptr[s + 1]):
+            tb = block[t_to[j]]
+            if tb >= 0 and order_of[tb] < 0:
+                order_of[tb] = q_n
+                queue[q_n] = tb
+                q_n += 1
+    trans = np.full((n_blocks, k), -1, dtype=np.int32)
+    calls = np.full((n_blocks, n_cols), -1, dtype=np.int32)
+    acc = np.zeros(n_blocks, dtype=np.int8)
+    for bl in range(n_blocks):
+        s = rep[bl]
+        r = order_of[bl]
+        acc[r] = accept[s]
+        for j in range(t_ptr[s], t_ptr[s + 1]):
+            tb = block[t_to[j]]
+            if tb < 0:
+                continue
+            lb = t_lab[j]
+            if lb < k:
+                trans[r, lb] = order_of[tb]
+            else:
+                calls[r, lb - k] = order_of[tb]
+    return 0, bounds, trans, acc, calls
