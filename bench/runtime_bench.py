@@ -58,9 +58,14 @@ def worker_grammask(model: str | None, threads: int, n_prompt: int, n_decode: in
     for tok in steps:
         llm.model.forward([tok])
     t2 = time.perf_counter()
-    return {"engine": "grammask", "model": llm.model_path, "cold_start_s": cold,
-            "prefill_tok_s": n_prompt / (t1 - t0), "decode_tok_s": n_decode / (t2 - t1),
-            "peak_rss_mb": _peak_rss_mb()}
+    return {
+        "engine": "grammask",
+        "model": llm.model_path,
+        "cold_start_s": cold,
+        "prefill_tok_s": n_prompt / (t1 - t0),
+        "decode_tok_s": n_decode / (t2 - t1),
+        "peak_rss_mb": _peak_rss_mb(),
+    }
 
 
 def worker_llama_cpp(model: str | None, threads: int, n_prompt: int, n_decode: int) -> dict:
@@ -70,8 +75,14 @@ def worker_llama_cpp(model: str | None, threads: int, n_prompt: int, n_decode: i
         from grammask.llm_runtime.model_files import find_default_model
 
         model = str(find_default_model())
-    llm = Llama(model_path=model, n_threads=threads, n_threads_batch=threads,
-                n_ctx=n_prompt + n_decode + 8, n_batch=max(n_prompt, 8), verbose=False)
+    llm = Llama(
+        model_path=model,
+        n_threads=threads,
+        n_threads_batch=threads,
+        n_ctx=n_prompt + n_decode + 8,
+        n_batch=max(n_prompt, 8),
+        verbose=False,
+    )
     prompt, steps = _tokens(n_prompt), _tokens(n_decode, seed=1)
     llm.eval(prompt[:1])
     cold = time.perf_counter() - T_START
@@ -82,21 +93,36 @@ def worker_llama_cpp(model: str | None, threads: int, n_prompt: int, n_decode: i
     for tok in steps:
         llm.eval([tok])
     t2 = time.perf_counter()
-    return {"engine": "llama.cpp", "model": model, "cold_start_s": cold,
-            "prefill_tok_s": n_prompt / (t1 - t0), "decode_tok_s": n_decode / (t2 - t1),
-            "peak_rss_mb": _peak_rss_mb()}
+    return {
+        "engine": "llama.cpp",
+        "model": model,
+        "cold_start_s": cold,
+        "prefill_tok_s": n_prompt / (t1 - t0),
+        "decode_tok_s": n_decode / (t2 - t1),
+        "peak_rss_mb": _peak_rss_mb(),
+    }
 
 
 WORKERS = {"grammask": worker_grammask, "llama.cpp": worker_llama_cpp}
 
 
 def _run_child(engine: str, args: argparse.Namespace) -> dict | None:
-    cmd = [sys.executable, __file__, "--worker", engine, "--threads", str(args.threads),
-           "--prompt-tokens", str(args.prompt_tokens), "--decode-tokens", str(args.decode_tokens)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        engine,
+        "--threads",
+        str(args.threads),
+        "--prompt-tokens",
+        str(args.prompt_tokens),
+        "--decode-tokens",
+        str(args.decode_tokens),
+    ]
     if args.model:
         cmd += ["--model", args.model]
     env = dict(os.environ, NUMBA_NUM_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads))
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
         print(f"[{engine}] failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
         return None
@@ -104,7 +130,9 @@ def _run_child(engine: str, args: argparse.Namespace) -> dict | None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--model", default=None, help="GGUF path (default: bundled model)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--prompt-tokens", type=int, default=128)
@@ -125,11 +153,14 @@ def main() -> None:
         try:
             import llama_cpp  # noqa: F401
         except ImportError:
-            print("llama-cpp-python not installed (pip install -e '.[bench]'): skipping it",
-                  file=sys.stderr)
+            print(
+                "llama-cpp-python not installed (pip install -e '.[bench]'): skipping it",
+                file=sys.stderr,
+            )
             engines.remove("llama.cpp")
-    _run_child("grammask", argparse.Namespace(**{**vars(args), "decode_tokens": 1,
-                                                 "prompt_tokens": 4}))  # warm Numba's cache
+    _run_child(
+        "grammask", argparse.Namespace(**{**vars(args), "decode_tokens": 1, "prompt_tokens": 4})
+    )  # warm Numba's cache
     runs: dict[str, list[dict]] = {e: [] for e in engines}
     for r in range(args.repeats):
         for e in engines if r % 2 == 0 else engines[::-1]:
@@ -140,34 +171,56 @@ def main() -> None:
     keys = ("prefill_tok_s", "decode_tok_s", "peak_rss_mb", "cold_start_s")
     for e, rs in runs.items():
         if rs:
-            rows.append({"engine": e, **{k: statistics.median(x[k] for x in rs) for k in keys},
-                         "runs": rs})
+            rows.append(
+                {"engine": e, **{k: statistics.median(x[k] for x in rs) for k in keys}, "runs": rs}
+            )
     if not rows:
         sys.exit("no engine ran")
     model_path = rows[0]["runs"][0]["model"]
     size_mb = os.path.getsize(model_path) / 2**20
-    print(f"model {Path(model_path).name} ({size_mb:.1f} MiB), {args.threads} threads, "
-          f"prompt {args.prompt_tokens} tok, decode {args.decode_tokens} tok, "
-          f"median of {args.repeats} runs")
-    print(f"{'engine':<10} {'prefill tok/s':>14} {'decode tok/s':>13} {'peak RSS MiB':>13} {'cold start s':>13}")
+    print(
+        f"model {Path(model_path).name} ({size_mb:.1f} MiB), {args.threads} threads, "
+        f"prompt {args.prompt_tokens} tok, decode {args.decode_tokens} tok, "
+        f"median of {args.repeats} runs"
+    )
+    print(
+        f"{'engine':<10} {'prefill tok/s':>14} {'decode tok/s':>13} {'peak RSS MiB':>13} {'cold start s':>13}"
+    )
     for row in rows:
-        print(f"{row['engine']:<10} {row['prefill_tok_s']:>14.1f} {row['decode_tok_s']:>13.1f} "
-              f"{row['peak_rss_mb']:>13.1f} {row['cold_start_s']:>13.2f}")
+        print(
+            f"{row['engine']:<10} {row['prefill_tok_s']:>14.1f} {row['decode_tok_s']:>13.1f} "
+            f"{row['peak_rss_mb']:>13.1f} {row['cold_start_s']:>13.2f}"
+        )
     by = {r["engine"]: r for r in rows}
     ratios = {}
     if "grammask" in by and "llama.cpp" in by:
         g, lc = by["grammask"], by["llama.cpp"]
-        ratios = {"prefill_ratio": g["prefill_tok_s"] / lc["prefill_tok_s"],
-                  "decode_ratio": g["decode_tok_s"] / lc["decode_tok_s"]}
-        print(f"grammask / llama.cpp: prefill {ratios['prefill_ratio']:.2f}x, "
-              f"decode {ratios['decode_ratio']:.2f}x")
+        ratios = {
+            "prefill_ratio": g["prefill_tok_s"] / lc["prefill_tok_s"],
+            "decode_ratio": g["decode_tok_s"] / lc["decode_tok_s"],
+        }
+        print(
+            f"grammask / llama.cpp: prefill {ratios['prefill_ratio']:.2f}x, "
+            f"decode {ratios['decode_ratio']:.2f}x"
+        )
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "model": model_path, "model_mib": size_mb, "threads": args.threads,
-        "prompt_tokens": args.prompt_tokens, "decode_tokens": args.decode_tokens,
-        "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-        "results": rows, **ratios}, indent=1))
+    out.write_text(
+        json.dumps(
+            {
+                "model": model_path,
+                "model_mib": size_mb,
+                "threads": args.threads,
+                "prompt_tokens": args.prompt_tokens,
+                "decode_tokens": args.decode_tokens,
+                "machine": platform.processor() or platform.machine(),
+                "cpus": os.cpu_count(),
+                "results": rows,
+                **ratios,
+            },
+            indent=1,
+        )
+    )
     print(f"wrote {out}")
 
 

@@ -21,11 +21,18 @@ def _add_generate_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPa
     )
     p.add_argument("prompt", help="the prompt (a user message unless --raw)")
     model = p.add_argument_group("model")
-    model.add_argument("--model", "-m", default=None,
-                       help="path of a .gguf file (default: bundled SmolLM2-135M-Instruct Q4_1)")
+    model.add_argument(
+        "--model",
+        "-m",
+        default=None,
+        help="path of a .gguf file (default: bundled SmolLM2-135M-Instruct Q4_1)",
+    )
     model.add_argument("--threads", "-t", type=int, default=None, help="CPU threads")
-    model.add_argument("--raw", action="store_true",
-                       help="use the prompt as is instead of wrapping it in the chat template")
+    model.add_argument(
+        "--raw",
+        action="store_true",
+        help="use the prompt as is instead of wrapping it in the chat template",
+    )
     model.add_argument("--system", default=None, help="system message (chat mode)")
     samp = p.add_argument_group("sampling")
     samp.add_argument("--max-tokens", "-n", type=int, default=256)
@@ -33,8 +40,9 @@ def _add_generate_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPa
     samp.add_argument("--top-p", type=float, default=0.95)
     samp.add_argument("--top-k", type=int, default=40)
     samp.add_argument("--seed", type=int, default=None)
-    samp.add_argument("--stop", action="append", default=None,
-                      help="stop string (repeatable); not printed")
+    samp.add_argument(
+        "--stop", action="append", default=None, help="stop string (repeatable); not printed"
+    )
     p.add_argument_group("constraints", "restrict the output to a language")
     p.set_defaults(run=_run_generate)
     return p
@@ -48,8 +56,14 @@ def _generate_prompt(args: argparse.Namespace):
 
 
 def _generate_kwargs(args: argparse.Namespace) -> dict:
-    return dict(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
-                top_k=args.top_k, seed=args.seed, stop=args.stop)
+    return {
+        "max_tokens": args.max_tokens,
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "top_k": args.top_k,
+        "seed": args.seed,
+        "stop": args.stop,
+    }
 
 
 def _run_generate(args: argparse.Namespace) -> int:
@@ -65,8 +79,10 @@ def _run_generate(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="grammask", description="Structured generation for LLMs: grammars, JSON Schemas, "
-        "regexes compiled to token masks, and a bundled GGUF runtime.")
+        prog="grammask",
+        description="Structured generation for LLMs: grammars, JSON Schemas, "
+        "regexes compiled to token masks, and a bundled GGUF runtime.",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_generate_parser(sub)
     return parser

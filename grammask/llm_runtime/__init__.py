@@ -12,9 +12,9 @@ from .tokenizer import GGUFTokenizerInfo, render_chat, tokenizer_from_gguf_metad
 from .transformer import ModelConfig, Transformer
 
 __all__ = [
+    "LLM",
     "GGUFFile",
     "GGUFTokenizerInfo",
-    "LLM",
     "ModelConfig",
     "StepHook",
     "Transformer",

@@ -28,8 +28,8 @@ from .simd import (
 # GGUF quantization type ids (see gguf_file.QUANT_TYPES).
 F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, BF16 = 0, 1, 2, 3, 6, 7, 8, 12, 13, 14, 30
 
-_JIT = dict(cache=True, nogil=True)
-_JIT_FAST = dict(cache=True, nogil=True, fastmath=True)
+_JIT = {"cache": True, "nogil": True}
+_JIT_FAST = {"cache": True, "nogil": True, "fastmath": True}
 
 
 @njit(**_JIT)
@@ -149,7 +149,9 @@ def dequantize_row(qtype, w, o, n, y):
             for j in range(16):
                 q = np.uint32(w[qo + j])
                 lo = (q & np.uint32(15)) | (((qh >> np.uint32(j)) & np.uint32(1)) << np.uint32(4))
-                hi = (q >> np.uint32(4)) | (((qh >> np.uint32(j + 16)) & np.uint32(1)) << np.uint32(4))
+                hi = (q >> np.uint32(4)) | (
+                    ((qh >> np.uint32(j + 16)) & np.uint32(1)) << np.uint32(4)
+                )
                 y[b * 32 + j] = d * np.float32(lo) + m
                 y[b * 32 + j + 16] = d * np.float32(hi) + m
     elif qtype == Q4_K or qtype == Q5_K:

@@ -42,8 +42,13 @@ class LLM:
     missing path.
     """
 
-    def __init__(self, model: str | os.PathLike[str] | None = None, *, n_threads: int | None = None,
-                 n_ctx: int | None = None):
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        *,
+        n_threads: int | None = None,
+        n_ctx: int | None = None,
+    ):
         self.model_path = str(resolve_model_path(model))
         self.n_threads = int(n_threads or numba.config.NUMBA_NUM_THREADS)
         if not 1 <= self.n_threads <= numba.config.NUMBA_NUM_THREADS:
@@ -60,8 +65,12 @@ class LLM:
         if isinstance(prompt_or_messages, str):
             text = prompt_or_messages
         else:
-            text = render_chat(info.chat_template, list(prompt_or_messages),
-                               bos_token=info.bos_token, eos_token=info.eos_token)
+            text = render_chat(
+                info.chat_template,
+                list(prompt_or_messages),
+                bos_token=info.bos_token,
+                eos_token=info.eos_token,
+            )
         ids = self.tokenizer.encode(text, add_special_tokens=False).ids
         if info.add_bos and info.bos_id is not None and (not ids or ids[0] != info.bos_id):
             ids = [info.bos_id] + ids
@@ -94,10 +103,18 @@ class LLM:
         self.model.truncate(k)
         return self.forward(prompt_ids[k:])
 
-    def generate_ids(self, prompt_ids: Sequence[int], *, max_tokens: int = 256,
-                     temperature: float = 0.7, top_p: float = 0.95, top_k: int = 40,
-                     seed: int | None = None, stop_ids: Sequence[int] | None = None,
-                     hook: StepHook | None = None) -> Iterator[int]:
+    def generate_ids(
+        self,
+        prompt_ids: Sequence[int],
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.7,
+        top_p: float = 0.95,
+        top_k: int = 40,
+        seed: int | None = None,
+        stop_ids: Sequence[int] | None = None,
+        hook: StepHook | None = None,
+    ) -> Iterator[int]:
         """Yield generated token ids: prefill, then sample/forward until a stop id (not
         yielded), ``max_tokens``, the end of the context, or ``hook.is_finished()``."""
         rng = np.random.default_rng(seed)
@@ -122,10 +139,18 @@ class LLM:
                 return  # context full
             logits = self.forward(feed)
 
-    def generate(self, prompt_or_messages: str | Sequence[dict], *, max_tokens: int = 256,
-                 temperature: float = 0.7, top_p: float = 0.95, top_k: int = 40,
-                 seed: int | None = None, stop: str | Sequence[str] | None = None,
-                 stream: bool = False) -> str | Iterator[str]:
+    def generate(
+        self,
+        prompt_or_messages: str | Sequence[dict],
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.7,
+        top_p: float = 0.95,
+        top_k: int = 40,
+        seed: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        stream: bool = False,
+    ) -> str | Iterator[str]:
         """Generate a continuation of a prompt, or the assistant's reply to chat messages.
 
         ``temperature=0`` is greedy decoding. Generation ends at the model's end-of-turn
@@ -136,8 +161,16 @@ class LLM:
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         ids = self.encode_prompt(prompt_or_messages)
         pieces = self._stream_text(
-            self.generate_ids(ids, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-                              top_k=top_k, seed=seed), stops)
+            self.generate_ids(
+                ids,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                top_k=top_k,
+                seed=seed,
+            ),
+            stops,
+        )
         return pieces if stream else "".join(pieces)
 
     def _stream_text(self, token_ids: Iterator[int], stops: list[str]) -> Iterator[str]:
@@ -152,8 +185,10 @@ class LLM:
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
             if text.endswith("\ufffd"):
                 continue  # a multi-byte character is not complete yet
-            cut = min((i for i in (text.find(s, max(0, emitted - hold)) for s in stops) if i >= 0),
-                      default=-1)
+            cut = min(
+                (i for i in (text.find(s, max(0, emitted - hold)) for s in stops) if i >= 0),
+                default=-1,
+            )
             if cut >= 0:
                 if cut > emitted:
                     yield text[emitted:cut]

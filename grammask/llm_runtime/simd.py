@@ -92,7 +92,7 @@ def _dot32_generic(builder, q8, x8):
     s16 = builder.add(
         builder.mul(half(q16, even), half(x16, even)), builder.mul(half(q16, odd), half(x16, odd))
     )
-    lo = builder.shuffle_vector(s16, s16, ir.Constant(_vec(_I32, 8), list(range(0, 8))))
+    lo = builder.shuffle_vector(s16, s16, ir.Constant(_vec(_I32, 8), list(range(8))))
     hi = builder.shuffle_vector(s16, s16, ir.Constant(_vec(_I32, 8), list(range(8, 16))))
     return builder.add(lo, hi)
 
@@ -178,7 +178,9 @@ def _make_row_dot(block_bytes, read_block, vnni):
                     cx = builder.fmul(c, builder.load(builder.gep(sp, [b])), flags=_FAST)
                     builder.store(builder.fadd(builder.load(macc), cx, flags=_FAST), macc)
             fnty = ir.FunctionType(_F32, [_F32, _vec(_F32, 8)])
-            red = cgutils.get_or_insert_function(builder.module, fnty, "llvm.vector.reduce.fadd.v8f32")
+            red = cgutils.get_or_insert_function(
+                builder.module, fnty, "llvm.vector.reduce.fadd.v8f32"
+            )
             total = builder.call(red, [ir.Constant(_F32, 0.0), builder.load(acc)], fastmath=_FAST)
             return builder.fadd(total, builder.load(macc), flags=_FAST)
 
@@ -187,8 +189,13 @@ def _make_row_dot(block_bytes, read_block, vnni):
     return row_dot
 
 
-_LAYOUTS = {"q8_0": (34, _block_q8_0), "q4_0": (18, _block_q4_0), "q4_1": (20, _block_q4_1),
-            "q5_0": (22, _block_q5_0), "q5_1": (24, _block_q5_1)}
+_LAYOUTS = {
+    "q8_0": (34, _block_q8_0),
+    "q4_0": (18, _block_q4_0),
+    "q4_1": (20, _block_q4_1),
+    "q5_0": (22, _block_q5_0),
+    "q5_1": (24, _block_q5_1),
+}
 # The portable versions (tested everywhere; used where the host lacks VNNI).
 GENERIC_ROW_DOTS = {k: _make_row_dot(*v, vnni=False) for k, v in _LAYOUTS.items()}
 VNNI_ROW_DOTS = {k: _make_row_dot(*v, vnni=True) for k, v in _LAYOUTS.items()}

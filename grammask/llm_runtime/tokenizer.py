@@ -26,11 +26,17 @@ _QWEN2_SPLIT = (
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 _PRE_SPLITS = {
-    "default": [_GPT2_SPLIT], "gpt2": [_GPT2_SPLIT], "gpt-2": [_GPT2_SPLIT],
+    "default": [_GPT2_SPLIT],
+    "gpt2": [_GPT2_SPLIT],
+    "gpt-2": [_GPT2_SPLIT],
     # SmolLM: every digit on its own, then the GPT-2 split
     "smollm": [r"\p{N}", _GPT2_SPLIT],
-    "llama3": [_LLAMA3_SPLIT], "llama-bpe": [_LLAMA3_SPLIT], "llama-v3": [_LLAMA3_SPLIT],
-    "smaug-bpe": [_LLAMA3_SPLIT], "qwen2": [_QWEN2_SPLIT], "deepseek-r1-qwen": [_QWEN2_SPLIT],
+    "llama3": [_LLAMA3_SPLIT],
+    "llama-bpe": [_LLAMA3_SPLIT],
+    "llama-v3": [_LLAMA3_SPLIT],
+    "smaug-bpe": [_LLAMA3_SPLIT],
+    "qwen2": [_QWEN2_SPLIT],
+    "deepseek-r1-qwen": [_QWEN2_SPLIT],
 }
 
 _CONTROL, _USER_DEFINED = 3, 4
@@ -38,7 +44,9 @@ _CONTROL, _USER_DEFINED = 3, 4
 
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2's reversible map of bytes to printable characters (used by byte-level BPE)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    )
     mapping = {b: chr(b) for b in printable}
     extra = 0
     for b in range(256):
@@ -100,8 +108,13 @@ def _sentencepiece_bpe(md) -> Tokenizer:
     candidates.sort()
     unk_id = int(md.get("tokenizer.ggml.unknown_token_id", 0))
     tok = Tokenizer(
-        models.BPE(vocab=vocab, merges=[(c[3], c[4]) for c in candidates],
-                   unk_token=tokens[unk_id], fuse_unk=True, byte_fallback=True)
+        models.BPE(
+            vocab=vocab,
+            merges=[(c[3], c[4]) for c in candidates],
+            unk_token=tokens[unk_id],
+            fuse_unk=True,
+            byte_fallback=True,
+        )
     )
     norms = [normalizers.Replace(" ", "\u2581")]
     if md.get("tokenizer.ggml.add_space_prefix", True):
@@ -133,7 +146,9 @@ def tokenizer_from_gguf_metadata(md: dict) -> Tokenizer:
         raise TokenizerError(f"unsupported tokenizer.ggml.model {kind!r} (supported: gpt2, llama)")
     types = md.get("tokenizer.ggml.token_type")
     if types is not None:
-        tok.add_special_tokens(_special_tokens(md["tokenizer.ggml.tokens"], [int(t) for t in types]))
+        tok.add_special_tokens(
+            _special_tokens(md["tokenizer.ggml.tokens"], [int(t) for t in types])
+        )
     return tok
 
 
@@ -159,12 +174,17 @@ class GGUFTokenizerInfo:
 
         bos, eos = tid("bos"), tid("eos")
         stop = {i for i in (eos, tid("eot"), tid("eom")) if i is not None}
+        types = md.get("tokenizer.ggml.token_type")
         for name in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>"):
             # turn-end markers of common chat formats, when the vocabulary marks them control
-            types = md.get("tokenizer.ggml.token_type")
-            if name in tokens and types is not None and int(types[tokens.index(name)]) == _CONTROL:
-                if name != "<|endoftext|>" or eos is None:
-                    stop.add(tokens.index(name))
+            # (<|endoftext|> only when no eos is declared: base models use it as document end)
+            if (
+                name in tokens
+                and types is not None
+                and int(types[tokens.index(name)]) == _CONTROL
+                and (name != "<|endoftext|>" or eos is None)
+            ):
+                stop.add(tokens.index(name))
         return cls(
             bos_id=bos,
             eos_id=eos,
@@ -176,8 +196,14 @@ class GGUFTokenizerInfo:
         )
 
 
-def render_chat(template: str | None, messages: list[dict], *, bos_token: str = "",
-                eos_token: str = "", add_generation_prompt: bool = True) -> str:
+def render_chat(
+    template: str | None,
+    messages: list[dict],
+    *,
+    bos_token: str = "",
+    eos_token: str = "",
+    add_generation_prompt: bool = True,
+) -> str:
     """Render chat ``messages`` with the model's Jinja chat template (sandboxed).
 
     Without a template, falls back to ChatML. Raises TokenizerError for malformed messages or
@@ -200,7 +226,9 @@ def render_chat(template: str | None, messages: list[dict], *, bos_token: str = 
     env.globals["raise_exception"] = raise_exception
     try:
         return env.from_string(template).render(
-            messages=messages, bos_token=bos_token, eos_token=eos_token,
+            messages=messages,
+            bos_token=bos_token,
+            eos_token=eos_token,
             add_generation_prompt=add_generation_prompt,
         )
     except TemplateError as e:

@@ -64,10 +64,14 @@ def read_config(f: GGUFFile) -> ModelConfig:
     dim = int(need("embedding_length"))
     head_dim = int(md.get(f"{arch}.attention.key_length", dim // n_heads))
     if n_heads <= 0 or n_kv <= 0 or n_heads % n_kv:
-        raise ModelFormatError(f"{f.path}: head_count {n_heads} is not a multiple of head_count_kv {n_kv}")
+        raise ModelFormatError(
+            f"{f.path}: head_count {n_heads} is not a multiple of head_count_kv {n_kv}"
+        )
     n_rot = int(md.get(f"{arch}.rope.dimension_count", head_dim))
     if n_rot > head_dim or n_rot % 2:
-        raise ModelFormatError(f"{f.path}: rope.dimension_count {n_rot} invalid for head size {head_dim}")
+        raise ModelFormatError(
+            f"{f.path}: rope.dimension_count {n_rot} invalid for head size {head_dim}"
+        )
     scaling = str(md.get(f"{arch}.rope.scaling.type", "none"))
     factor = float(md.get(f"{arch}.rope.scaling.factor", 1.0) or 1.0)
     if scaling not in ("none", "linear"):
@@ -131,7 +135,9 @@ class Transformer:
         per = QUANT_TYPES[t.type_id][1]
         if per == 32 and cols % 32 == 0 or per == 1 or cols % per == 0:
             return t.offset, t.type_id
-        raise ModelFormatError(f"{self.path}: tensor {name!r}: {cols} columns do not fit its blocks")
+        raise ModelFormatError(
+            f"{self.path}: tensor {name!r}: {cols} columns do not fit its blocks"
+        )
 
     def _vector(self, name: str, n: int) -> np.ndarray:
         t = self.file.tensor(name)
@@ -149,9 +155,13 @@ class Transformer:
             raise ModelFormatError(f"{self.path}: widths must be multiples of 32")
         q_dim, kv_dim = c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim
         shapes = {
-            "attn_q": (q_dim, c.dim), "attn_k": (kv_dim, c.dim), "attn_v": (kv_dim, c.dim),
-            "attn_output": (c.dim, q_dim), "ffn_gate": (c.ffn_dim, c.dim),
-            "ffn_up": (c.ffn_dim, c.dim), "ffn_down": (c.dim, c.ffn_dim),
+            "attn_q": (q_dim, c.dim),
+            "attn_k": (kv_dim, c.dim),
+            "attn_v": (kv_dim, c.dim),
+            "attn_output": (c.dim, q_dim),
+            "ffn_gate": (c.ffn_dim, c.dim),
+            "ffn_up": (c.ffn_dim, c.dim),
+            "ffn_down": (c.dim, c.ffn_dim),
         }
         L = c.n_layers
         self.layer_w = np.zeros((L, len(_MATRICES), 2), np.int64)
@@ -164,7 +174,9 @@ class Transformer:
             self.layer_norms[i, 1] = self._vector(f"blk.{i}.ffn_norm.weight", c.dim)
             if c.qkv_bias:
                 self.layer_bias[i, :q_dim] = self._vector(f"blk.{i}.attn_q.bias", q_dim)
-                self.layer_bias[i, q_dim : q_dim + kv_dim] = self._vector(f"blk.{i}.attn_k.bias", kv_dim)
+                self.layer_bias[i, q_dim : q_dim + kv_dim] = self._vector(
+                    f"blk.{i}.attn_k.bias", kv_dim
+                )
                 self.layer_bias[i, q_dim + kv_dim :] = self._vector(f"blk.{i}.attn_v.bias", kv_dim)
         self.embedding = np.array(self._matrix("token_embd.weight", c.vocab_size, c.dim), np.int64)
         out_name = "token_embd.weight" if c.tied_embeddings else "output.weight"
@@ -200,10 +212,23 @@ class Transformer:
         if toks.min() < 0 or toks.max() >= self.config.vocab_size:
             raise ValueError(f"token id out of range [0, {self.config.vocab_size})")
         logits = _forward(
-            self.file.data, self.dims, self.layer_w, self.layer_norms, self.layer_bias,
-            self.config.qkv_bias, self.embedding, self.output, self.output_norm,
-            np.float32(self.config.norm_eps), self.inv_freq, self.config.rope_neox,
-            self.k_cache, self.v_cache, toks, self.n_past, all_logits,
+            self.file.data,
+            self.dims,
+            self.layer_w,
+            self.layer_norms,
+            self.layer_bias,
+            self.config.qkv_bias,
+            self.embedding,
+            self.output,
+            self.output_norm,
+            np.float32(self.config.norm_eps),
+            self.inv_freq,
+            self.config.rope_neox,
+            self.k_cache,
+            self.v_cache,
+            toks,
+            self.n_past,
+            all_logits,
         )
         self.tokens.extend(int(t) for t in toks)
         return logits if all_logits else logits[0]
@@ -220,12 +245,33 @@ class Transformer:
 
 @njit(cache=True, nogil=True)
 def _quant_buffers(n, k):
-    return np.empty((n, k), np.int8), np.empty((n, k // 32), np.float32), np.empty((n, k // 32), np.float32)
+    return (
+        np.empty((n, k), np.int8),
+        np.empty((n, k // 32), np.float32),
+        np.empty((n, k // 32), np.float32),
+    )
 
 
 @njit(cache=True, nogil=True)
-def _forward(data, dims, layer_w, layer_norms, layer_bias, has_bias, embedding, output,
-             output_norm, eps, inv_freq, neox, k_cache, v_cache, tokens, n_past, all_logits):
+def _forward(
+    data,
+    dims,
+    layer_w,
+    layer_norms,
+    layer_bias,
+    has_bias,
+    embedding,
+    output,
+    output_norm,
+    eps,
+    inv_freq,
+    neox,
+    k_cache,
+    v_cache,
+    tokens,
+    n_past,
+    all_logits,
+):
     n_layers, dim, ffn, n_heads, n_kv, hd, vocab = dims
     n = tokens.shape[0]
     q_dim = n_heads * hd

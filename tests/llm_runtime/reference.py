@@ -6,8 +6,8 @@ with grammask.llm_runtime beyond the metadata conventions it is checking.
 
 from __future__ import annotations
 
-import numpy as np
 import gguf
+import numpy as np
 
 
 def _field(reader, key, default=None):
@@ -98,7 +98,11 @@ class ReferenceModel:
             h = self._rms(x, W[p + "attn_norm.weight"])
             q, k, v = (self._mm(h, p + f"attn_{m}.weight") for m in "qkv")
             if p + "attn_q.bias" in W:
-                q, k, v = q + W[p + "attn_q.bias"], k + W[p + "attn_k.bias"], v + W[p + "attn_v.bias"]
+                q, k, v = (
+                    q + W[p + "attn_q.bias"],
+                    k + W[p + "attn_k.bias"],
+                    v + W[p + "attn_v.bias"],
+                )
             q = self._rope(q.reshape(n, H, hd), pos)
             k = self._rope(k.reshape(n, G, hd), pos)
             v = v.reshape(n, G, hd)

@@ -22,7 +22,9 @@ def test_agrees_with_gguf_reader(tmp_path):
         mine = ours.tensors[t.name]
         assert mine.type_id == int(t.tensor_type)
         assert mine.shape == tuple(int(d) for d in reversed(t.shape.tolist()))
-        assert np.array_equal(ours.tensor_bytes(t.name), np.asarray(t.data).reshape(-1).view(np.uint8))
+        assert np.array_equal(
+            ours.tensor_bytes(t.name), np.asarray(t.data).reshape(-1).view(np.uint8)
+        )
     for key, field in theirs.fields.items():
         if key.startswith("GGUF."):
             continue
@@ -68,11 +70,20 @@ def test_default_model_facts():
     f = GGUFFile(path)
     c = read_config(f)
     assert (c.arch, c.n_layers, c.dim, c.ffn_dim, c.n_heads, c.n_kv_heads, c.head_dim) == (
-        "llama", 30, 576, 1536, 9, 3, 64)
+        "llama",
+        30,
+        576,
+        1536,
+        9,
+        3,
+        64,
+    )
     assert c.rope_base == 100000.0 and c.context_length == 8192 and c.tied_embeddings
     assert c.norm_eps == pytest.approx(1e-5)
     assert f.tensor("token_embd.weight").type_name == "Q8_0"
-    layer_types = {t.type_name for n, t in f.tensors.items() if n.startswith("blk.") and len(t.shape) == 2}
+    layer_types = {
+        t.type_name for n, t in f.tensors.items() if n.startswith("blk.") and len(t.shape) == 2
+    }
     assert layer_types == {"Q4_1"}
     assert f.metadata["tokenizer.ggml.model"] == "gpt2"
     assert f.metadata["tokenizer.ggml.pre"] == "smollm"

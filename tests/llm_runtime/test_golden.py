@@ -66,8 +66,12 @@ def test_logits_match_reference(teacher_forced, prompt):
     # the ranking of the reference's top tokens is kept, up to near-ties
     top = np.array(prompt["top_logits"][:10])
     ours = last[prompt["top_ids"][:10]]
-    inverted = [(i, j) for i in range(10) for j in range(i + 1, 10)
-                if ours[i] < ours[j] and top[i] - top[j] > 2 * tol]
+    inverted = [
+        (i, j)
+        for i in range(10)
+        for j in range(i + 1, 10)
+        if ours[i] < ours[j] and top[i] - top[j] > 2 * tol
+    ]
     assert not inverted
 
 
@@ -81,6 +85,7 @@ def test_greedy_tokens_match_reference(llm, teacher_forced, prompt):
             assert int(np.argmax(row)) == tok, (step, margin)
     # free-running greedy decoding follows the reference up to its first near-tie
     first_tie = next((i for i, m in enumerate(prompt["greedy_margins"]) if m < NEAR_TIE), len(cont))
-    got = list(llm.generate_ids(prompt["prompt_ids"], max_tokens=len(cont), temperature=0,
-                                stop_ids=[]))
+    got = list(
+        llm.generate_ids(prompt["prompt_ids"], max_tokens=len(cont), temperature=0, stop_ids=[])
+    )
     assert got[:first_tie] == cont[:first_tie]

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from grammask.errors import ModelFormatError
-from grammask.llm_runtime import LLM, find_default_model
-from grammask.llm_runtime import model_files
+from grammask.llm_runtime import LLM, find_default_model, model_files
 
 CODE_PROMPT = "def is_prime(n):\n    "
 
@@ -33,8 +32,9 @@ def test_stream_equals_text_and_stop_strings(llm):
     assert len(pieces) > 1 and "".join(pieces) == full
     cut = llm.generate(CODE_PROMPT, max_tokens=24, temperature=0, stop=["return", "zzz"])
     assert cut == full[: full.index("return")]
-    streamed = "".join(llm.generate(CODE_PROMPT, max_tokens=24, temperature=0, stop="return",
-                                    stream=True))
+    streamed = "".join(
+        llm.generate(CODE_PROMPT, max_tokens=24, temperature=0, stop="return", stream=True)
+    )
     assert streamed == cut
 
 
@@ -85,7 +85,9 @@ def test_prefix_reuse_only_runs_new_tokens(llm, monkeypatch):
     list(llm.generate_ids(ids, max_tokens=2, temperature=0))
     fed = []
     real = llm.model.forward
-    monkeypatch.setattr(llm.model, "forward", lambda toks, **kw: fed.append(list(toks)) or real(toks, **kw))
+    monkeypatch.setattr(
+        llm.model, "forward", lambda toks, **kw: fed.append(list(toks)) or real(toks, **kw)
+    )
     more = ids + llm.tokenizer.encode(" then").ids
     fresh = llm.prefill(more)
     assert len(fed[0]) <= len(more) - len(ids) + 1  # the shared prefix was not recomputed
@@ -123,8 +125,10 @@ def test_default_model_lookup_cache_and_download_error(tmp_path, monkeypatch):
 def test_cli_generate_streams_text(llm, capsys):
     from grammask.cli import main
 
-    assert main(["generate", "--raw", CODE_PROMPT, "--temperature", "0", "-n", "12",
-                 "--threads", "2"]) == 0
+    assert (
+        main(["generate", "--raw", CODE_PROMPT, "--temperature", "0", "-n", "12", "--threads", "2"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert out == llm.generate(CODE_PROMPT, max_tokens=12, temperature=0) + "\n"
     assert main(["generate", "x", "--model", "/nonexistent.gguf"]) == 1
@@ -132,8 +136,14 @@ def test_cli_generate_streams_text(llm, capsys):
 
 
 def test_python_m_grammask_help():
-    res = subprocess.run([sys.executable, "-m", "grammask", "--help"], capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "grammask", "--help"], capture_output=True, text=True, check=False
+    )
     assert res.returncode == 0 and "generate" in res.stdout
-    res = subprocess.run([sys.executable, "-m", "grammask", "generate", "--help"],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "grammask", "generate", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert res.returncode == 0 and "--temperature" in res.stdout and "constraints" in res.stdout

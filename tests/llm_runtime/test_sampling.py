@@ -6,8 +6,9 @@ from hypothesis.extra.numpy import arrays
 
 from grammask.llm_runtime.sampling import sample_token
 
-logit_arrays = arrays(np.float32, st.integers(2, 60),
-                      elements=st.floats(-20, 20, width=32, allow_nan=False))
+logit_arrays = arrays(
+    np.float32, st.integers(2, 60), elements=st.floats(-20, 20, width=32, allow_nan=False)
+)
 
 
 @given(logit_arrays)
@@ -16,8 +17,13 @@ def test_greedy_is_argmax(logits):
 
 
 @settings(max_examples=50)
-@given(logit_arrays, st.integers(0, 2**32 - 1), st.floats(0.1, 2.0), st.floats(0.05, 1.0),
-       st.integers(0, 10))
+@given(
+    logit_arrays,
+    st.integers(0, 2**32 - 1),
+    st.floats(0.1, 2.0),
+    st.floats(0.05, 1.0),
+    st.integers(0, 10),
+)
 def test_sample_stays_in_top_k_and_nucleus(logits, seed, temperature, top_p, top_k):
     rng = np.random.default_rng(seed)
     tok = sample_token(logits, temperature=temperature, top_p=top_p, top_k=top_k, rng=rng)
@@ -57,10 +63,13 @@ def test_all_masked_raises():
 def test_frequencies_follow_softmax():
     logits = np.log(np.array([0.5, 0.3, 0.15, 0.05]))
     rng = np.random.default_rng(0)
-    counts = np.bincount([sample_token(logits, temperature=1.0, rng=rng) for _ in range(4000)],
-                         minlength=4)
+    counts = np.bincount(
+        [sample_token(logits, temperature=1.0, rng=rng) for _ in range(4000)], minlength=4
+    )
     np.testing.assert_allclose(counts / 4000, [0.5, 0.3, 0.15, 0.05], atol=0.03)
     # top_p=0.7 keeps {0, 1}: renormalized 0.625 / 0.375
-    counts = np.bincount([sample_token(logits, temperature=1.0, top_p=0.7, rng=rng)
-                          for _ in range(4000)], minlength=4)
+    counts = np.bincount(
+        [sample_token(logits, temperature=1.0, top_p=0.7, rng=rng) for _ in range(4000)],
+        minlength=4,
+    )
     np.testing.assert_allclose(counts / 4000, [0.625, 0.375, 0, 0], atol=0.03)

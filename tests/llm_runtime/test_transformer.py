@@ -14,12 +14,29 @@ TOKENS = [3, 17, 5, 60, 1, 2, 33, 9]
 # Float-path weight types (no activation quantization): the forward must match the
 # float64 reference to float32 accuracy, which checks every piece of the block.
 EXACT_CASES = {
-    "llama-gqa-kquants": dict(matrix_type="Q4_K", embd_type="Q6_K", output_type="Q5_K"),
-    "qwen2-bias-neox": dict(arch="qwen2", qkv_bias=True, matrix_type="Q6_K", embd_type="F16",
-                            output_type="BF16"),
-    "llama-rope-linear-freqs": dict(matrix_type="Q5_K", embd_type="F32", rope_scaling=("linear", 2.0),
-                                    rope_freqs=True, n_heads=4, n_kv=1),
-    "llama-partial-rotary-mha": dict(matrix_type="F16", embd_type="F16", n_heads=4, n_kv=4, n_rot=32),
+    "llama-gqa-kquants": {"matrix_type": "Q4_K", "embd_type": "Q6_K", "output_type": "Q5_K"},
+    "qwen2-bias-neox": {
+        "arch": "qwen2",
+        "qkv_bias": True,
+        "matrix_type": "Q6_K",
+        "embd_type": "F16",
+        "output_type": "BF16",
+    },
+    "llama-rope-linear-freqs": {
+        "matrix_type": "Q5_K",
+        "embd_type": "F32",
+        "rope_scaling": ("linear", 2.0),
+        "rope_freqs": True,
+        "n_heads": 4,
+        "n_kv": 1,
+    },
+    "llama-partial-rotary-mha": {
+        "matrix_type": "F16",
+        "embd_type": "F16",
+        "n_heads": 4,
+        "n_kv": 4,
+        "n_rot": 32,
+    },
 }
 
 
@@ -39,8 +56,9 @@ def test_int8_path_forward_matches_emulating_reference(tmp_path, matrix_type):
     # close to a rounding boundary that float32 and float64 upstream sums round it to
     # neighbouring int8s (one step, <1% of the block's range); such a position is allowed a
     # bounded difference, but only one position in eight.
-    path = write_tiny_model(tmp_path / "m.gguf", matrix_type=matrix_type, embd_type="Q8_0",
-                            arch="qwen2", qkv_bias=True)
+    path = write_tiny_model(
+        tmp_path / "m.gguf", matrix_type=matrix_type, embd_type="Q8_0", arch="qwen2", qkv_bias=True
+    )
     got = Transformer(path).forward(TOKENS, all_logits=True)
     ref = ReferenceModel(str(path), emulate_int8=True).logits(TOKENS)
     scale = np.abs(ref).max()
@@ -100,11 +118,25 @@ def test_unsupported_architecture_and_quant_type(tmp_path):
     from grammask.llm_runtime.gguf_file import GGUFFile
 
     src = GGUFFile(path)
-    for k in ("block_count", "context_length", "embedding_length", "feed_forward_length",
-              "attention.head_count", "attention.head_count_kv"):
+    for k in (
+        "block_count",
+        "context_length",
+        "embedding_length",
+        "feed_forward_length",
+        "attention.head_count",
+        "attention.head_count_kv",
+    ):
         w.add_uint32(f"llama.{k}", int(src.metadata[f"llama.{k}"]))
     for name, t in src.tensors.items():
-        w.add_tensor(name, np.array(src.tensor_bytes(name)).reshape(t.shape[0] if len(t.shape) > 1 else 1, -1).squeeze(0) if len(t.shape) == 1 else np.array(src.tensor_bytes(name)).reshape(t.shape[0], -1), raw_dtype=gguf.GGMLQuantizationType(t.type_id))
+        w.add_tensor(
+            name,
+            np.array(src.tensor_bytes(name))
+            .reshape(t.shape[0] if len(t.shape) > 1 else 1, -1)
+            .squeeze(0)
+            if len(t.shape) == 1
+            else np.array(src.tensor_bytes(name)).reshape(t.shape[0], -1),
+            raw_dtype=gguf.GGMLQuantizationType(t.type_id),
+        )
     q2 = np.zeros((128, 256 // 256 * 84), np.uint8)
     w.add_tensor("blk.0.attn_v.weight", q2, raw_dtype=gguf.GGMLQuantizationType.Q2_K)
     w.write_header_to_file()

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
-import numpy as np
 import gguf
+import numpy as np
 
 QT = gguf.GGMLQuantizationType
 
 # Byte offsets of the float16 scale fields inside one block of each type.
 _F16_FIELDS = {
-    "Q4_0": (0,), "Q4_1": (0, 2), "Q5_0": (0,), "Q5_1": (0, 2), "Q8_0": (0,),
-    "Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,),
+    "Q4_0": (0,),
+    "Q4_1": (0, 2),
+    "Q5_0": (0,),
+    "Q5_1": (0, 2),
+    "Q8_0": (0,),
+    "Q4_K": (0, 2),
+    "Q5_K": (0, 2),
+    "Q6_K": (208,),
 }
 
 
-def random_blocks(type_name: str, n_elements: int, rng: np.random.Generator,
-                  scale: float = 0.02) -> np.ndarray:
+def random_blocks(
+    type_name: str, n_elements: int, rng: np.random.Generator, scale: float = 0.02
+) -> np.ndarray:
     """Raw bytes of ``n_elements`` values of a quantized type: random quants, sane scales."""
     qt = QT[type_name]
     if type_name == "F32":
@@ -23,7 +30,9 @@ def random_blocks(type_name: str, n_elements: int, rng: np.random.Generator,
     if type_name == "F16":
         return (rng.standard_normal(n_elements) * scale * 5).astype(np.float16).view(np.uint8)
     if type_name == "BF16":
-        bits = (rng.standard_normal(n_elements) * scale * 5).astype(np.float32).view(np.uint32) >> 16
+        bits = (rng.standard_normal(n_elements) * scale * 5).astype(np.float32).view(
+            np.uint32
+        ) >> 16
         return bits.astype(np.uint16).view(np.uint8)
     block, size = gguf.GGML_QUANT_SIZES[qt]
     raw = rng.integers(0, 256, size=(n_elements // block, size), dtype=np.uint8)
@@ -33,8 +42,14 @@ def random_blocks(type_name: str, n_elements: int, rng: np.random.Generator,
     return raw.reshape(-1)
 
 
-def add_tensor(w: gguf.GGUFWriter, name: str, shape: tuple[int, ...], type_name: str,
-               rng: np.random.Generator, scale: float = 1.0) -> None:
+def add_tensor(
+    w: gguf.GGUFWriter,
+    name: str,
+    shape: tuple[int, ...],
+    type_name: str,
+    rng: np.random.Generator,
+    scale: float = 1.0,
+) -> None:
     """Add a random tensor of numpy ``shape`` (rows, cols) and the given type."""
     n = int(np.prod(shape))
     if type_name == "F32":
@@ -46,10 +61,27 @@ def add_tensor(w: gguf.GGUFWriter, name: str, shape: tuple[int, ...], type_name:
     w.add_tensor(name, raw.reshape(byte_shape), raw_dtype=QT[type_name])
 
 
-def write_tiny_model(path, *, arch="llama", n_layers=2, dim=256, ffn=512, n_heads=4, n_kv=2,
-                     vocab=64, matrix_type="Q8_0", embd_type="Q8_0", output_type=None,
-                     qkv_bias=False, rope_scaling=None, rope_freqs=False, ctx=64,
-                     n_rot=None, seed=0, skip=()):
+def write_tiny_model(
+    path,
+    *,
+    arch="llama",
+    n_layers=2,
+    dim=256,
+    ffn=512,
+    n_heads=4,
+    n_kv=2,
+    vocab=64,
+    matrix_type="Q8_0",
+    embd_type="Q8_0",
+    output_type=None,
+    qkv_bias=False,
+    rope_scaling=None,
+    rope_freqs=False,
+    ctx=64,
+    n_rot=None,
+    seed=0,
+    skip=(),
+):
     """A random-weight model of a supported architecture; returns the path.
 
     ``output_type=None`` ties the output layer to token_embd. ``skip`` lists tensor names to
