@@ -19,6 +19,7 @@ from .llm_runtime import LLM
 from .automata.compiled_grammar import CompiledGrammar
 from .automata.compiler import GrammarCompiler
 from .automata.matcher import GrammarMatcher
+from .automata.batch import BatchGrammarMatcher, batch_fill_next_token_bitmask
 from .mask_kernels.bitmask import (
     allocate_token_bitmask,
     apply_token_bitmask_inplace,
@@ -29,6 +30,8 @@ from .mask_kernels.bitmask import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchGrammarMatcher",
+    "batch_fill_next_token_bitmask",
     "LLM",
     "CompiledGrammar",
     "Grammar",
