@@ -805,14 +805,24 @@ def minimize_codepoint_dfa(dfa: CodepointDfa) -> CodepointDfa:
 def _moore_blocks(states, rows, accepting):
     block = {s_: int(accepting[s_]) for s_ in states}
     count = len(set(block.values()))
+    merged_ids: dict = {}  # ids of the edge range tuples sent to one block -> id of their union
+    union_ids: dict = {}
     for _ in range(_MOORE_ROUNDS):
         sigs: dict = {}
         new_block = {}
         for s_ in states:
             by_block: dict = {}
             for r, t in rows[s_]:
-                by_block.setdefault(block[t], []).extend(r)
-            key = (block[s_], tuple(sorted((b, _merged(rs)) for b, rs in by_block.items())))
+                by_block.setdefault(block[t], []).append(r)
+            parts = []
+            for b, rs in by_block.items():
+                key = tuple(sorted(map(id, rs)))
+                u = merged_ids.get(key)
+                if u is None:
+                    union = _merged([x for r in rs for x in r]) if len(rs) > 1 else rs[0]
+                    u = merged_ids[key] = union_ids.setdefault(union, len(union_ids))
+                parts.append((b, u))
+            key = (block[s_], tuple(sorted(parts)))
             new_block[s_] = sigs.setdefault(key, len(sigs))
         block = new_block
         if len(sigs) == count:
@@ -834,35 +844,49 @@ def _merged(ranges: list) -> tuple:
 
 def _hopcroft_blocks(states, rows, accepting):
     points = set()
+    shapes: dict = {}
     for s_ in states:
-        for r, _ in rows[s_]:
+        row = rows[s_]
+        shape = tuple(sorted(r for r, _ in row))
+        shapes.setdefault(shape, None)
+        for r, _ in row:
             for lo, hi in r:
                 points.add(lo)
                 points.add(hi + 1)
     pts = sorted(points)
     k = len(pts) - 1
     where = {p: i for i, p in enumerate(pts)}
+    # Symbols: intervals that every row shape covers with the same edge are indistinguishable
+    # (same target in every state), e.g. all non-ASCII digits. Few symbols keep this fast.
+    sig = [0] * k
+    for shape in shapes:
+        mark = [0] * k
+        for e, r in enumerate(shape, start=1):
+            for lo, hi in r:
+                for a in range(where[lo], where[hi + 1]):
+                    mark[a] = e
+        sig = [hash((x, y)) for x, y in zip(sig, mark)]
+    symbol_of: dict = {}
+    reps = []
+    for a in range(k):
+        if sig[a] not in symbol_of:
+            symbol_of[sig[a]] = len(reps)
+            reps.append(pts[a])
+    k = len(reps)
     index = {s_: i for i, s_ in enumerate(states)}
     n = len(states)
     sink = n
-    # Column a: the target of every state on interval a. Intervals with equal columns are one
-    # symbol for the refinement (e.g. all non-ASCII digits), which keeps the alphabet small.
-    columns: list = [[sink] * n for _ in range(k)]
+    inv: list = [{sink: [sink]} for _ in range(k)]  # symbol -> target -> sources
     for s_ in states:
         i = index[s_]
-        for r, t in rows[s_]:
-            ti = index[t]
-            for lo, hi in r:
-                for a in range(where[lo], where[hi + 1]):
-                    columns[a][i] = ti
-    symbols = list({tuple(col): None for col in columns})
-    k = len(symbols)
-    inv: list = []  # symbol -> target -> sources
-    for col in symbols:
-        table: dict = {sink: [sink]}
-        for i, t in enumerate(col):
-            table.setdefault(t, []).append(i)
-        inv.append(table)
+        row = [(_RS(r), index[t]) for r, t in rows[s_]]
+        for a, c in enumerate(reps):
+            for rs, t in row:
+                if c in rs:
+                    break
+            else:
+                t = sink
+            inv[a].setdefault(t, []).append(i)
     acc = [i for i, s_ in enumerate(states) if accepting[s_]]
     rej = [i for i, s_ in enumerate(states) if not accepting[s_]] + [sink]
     blocks = [set(b) for b in (acc, rej) if b]

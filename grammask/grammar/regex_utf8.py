@@ -38,6 +38,7 @@ class _CanonTable:
         self.ids: dict = {}
         self.edges: list = []
         self.shapes: dict = {}
+        self.wide: dict = {}
 
 
 _TABLE = _CanonTable()
@@ -92,13 +93,65 @@ def _canon_edges(table: _CanonTable, items) -> tuple:
 
 def _shape(table: _CanonTable, row: list) -> tuple:
     """Canonical node of a code point state's edges ``[(ranges, target)]``; the slots name
-    positions in ``row`` sorted by range."""
+    positions in ``row`` sorted by range.
+
+    The ASCII part is one byte per character and cheap; the multi-byte part (often a large
+    class such as the rest of ``\\w``) is canonicalized separately and memoized on its own, so
+    states that differ only in ASCII edges share it.
+    """
     shape = tuple(sorted(ranges for ranges, _ in row))
     hit = table.shapes.get(shape)
-    if hit is None:
-        items = [(seq, k) for k, ranges in enumerate(shape)
-                 for lo, hi in ranges for seq in utf8_sequences(lo, hi)]
-        hit = table.shapes[shape] = _canon(table, items)
+    if hit is not None:
+        return hit
+    ascii_edges = []
+    wide = []
+    for k, ranges in enumerate(shape):
+        for lo, hi in ranges:
+            if lo <= 0x7F:
+                ascii_edges.append((lo, min(hi, 0x7F), k))
+        w = tuple((max(lo, 0x80), hi) for lo, hi in ranges if hi >= 0x80)
+        if w:
+            wide.append((w, k))
+    wide.sort()
+    wkey = tuple(w for w, _ in wide)
+    whit = table.wide.get(wkey)
+    if whit is None:
+        items = [(seq, j) for j, w in enumerate(wkey) for lo, hi in w
+                 for seq in utf8_sequences(lo, hi)]
+        whit = table.wide[wkey] = _canon(table, items) if items else (None, ())
+    wcid, wslots = whit
+    # Slots of the combined node, numbered in order of first appearance.
+    local: dict = {}
+    ascii_edges.sort()
+    for _, _, k in ascii_edges:
+        local.setdefault(k, len(local))
+    wide_k = [wide[j][1] for j in wslots]
+    for k in wide_k:
+        local.setdefault(k, len(local))
+    key = ("mix", tuple((lo, hi, local[k]) for lo, hi, k in ascii_edges), wcid,
+           tuple(local[k] for k in wide_k))
+    cid = table.ids.get(key)
+    if cid is None:
+        edges = [(lo, hi, ("slot", local[k])) for lo, hi, k in ascii_edges]
+        if wcid is not None:
+            remap = [local[k] for k in wide_k]
+            for lo, hi, dst in table.edges[wcid]:
+                if dst[0] == "slot":
+                    edges.append((lo, hi, ("slot", remap[dst[1]])))
+                else:
+                    edges.append((lo, hi, ("node", dst[1], tuple(remap[j] for j in dst[2]))))
+        merged: list = []
+        for lo, hi, dst in edges:
+            if merged and merged[-1][1] + 1 == lo and merged[-1][2] == dst:
+                merged[-1] = (merged[-1][0], hi, dst)
+            else:
+                merged.append((lo, hi, dst))
+        with _LOCK:
+            cid = table.ids.get(key)
+            if cid is None:
+                cid = table.ids[key] = len(table.edges)
+                table.edges.append(tuple(merged))
+    hit = table.shapes[shape] = (cid, tuple(local))
     return hit
 
 
