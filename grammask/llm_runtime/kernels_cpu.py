@@ -253,30 +253,54 @@ def _int8_row_dot(qtype, w, o, xq, xd, xsum, nb):
 
 
 @njit(parallel=True, **_JIT_FAST)
-def matmul(qtype, w, wofs, nrows, ncols, x, xq, xd, xsum, out, out_col0):
-    """out[t, out_col0 + r] = W[r] . x[t] for the [nrows, ncols] weight W at byte wofs.
+def matmul_segments(segs, w, ncols, x, xq, xd, xsum, out):
+    """Several matrix products sharing one input, in one parallel loop.
 
-    For int8-path types ``xq/xd/xsum`` must hold ``quantize_rows(x)``; the other types read
-    ``x`` (float32) directly. Rows are spread over threads; each thread streams its weight
-    rows once and reuses each against all n activation rows (prefill is a matrix product).
+    ``segs[s] = (byte offset, qtype, nrows, out_col0)`` describes weight matrix s of shape
+    [nrows, ncols]; ``out[t, out_col0 + r] = W_s[r] . x[t]``. (Q, K and V are one call, gate
+    and up another: fewer thread wake-ups per layer.) For int8-path types ``xq/xd/xsum`` must
+    hold ``quantize_rows(x)``; the other types read ``x`` (float32). Each thread streams its
+    weight rows once and reuses each against all n activation rows (prefill is a matrix
+    product).
     """
     n = x.shape[0]
     nb = ncols // 32
-    rb = row_nbytes(qtype, ncols)
-    if has_int8_path(qtype):
-        for r in prange(nrows):
-            ro = wofs + r * rb
+    total = 0
+    for s in range(segs.shape[0]):
+        total += segs[s, 2]
+    for g in prange(total):
+        s = 0
+        first = 0  # first global row of segment s
+        while g - first >= segs[s, 2]:
+            first += segs[s, 2]
+            s += 1
+        r = g - first
+        qtype = segs[s, 1]
+        ro = segs[s, 0] + r * row_nbytes(qtype, ncols)
+        col = segs[s, 3] + r
+        if has_int8_path(qtype):
             for t in range(n):
-                out[t, out_col0 + r] = _int8_row_dot(qtype, w, ro, xq[t], xd[t], xsum[t], nb)
-    else:
-        for r in prange(nrows):
+                out[t, col] = _int8_row_dot(qtype, w, ro, xq[t], xd[t], xsum[t], nb)
+        else:
             buf = np.empty(ncols, np.float32)
-            dequantize_row(qtype, w, wofs + r * rb, ncols, buf)
+            dequantize_row(qtype, w, ro, ncols, buf)
             for t in range(n):
                 acc = np.float32(0.0)
                 for j in range(ncols):
                     acc += buf[j] * x[t, j]
-                out[t, out_col0 + r] = acc
+                out[t, col] = acc
+
+
+@njit(**_JIT)
+def matmul(qtype, w, wofs, nrows, ncols, x, xq, xd, xsum, out, out_col0):
+    """out[t, out_col0 + r] = W[r] . x[t] for the [nrows, ncols] weight W at byte ``wofs``
+    (see ``matmul_segments``)."""
+    segs = np.empty((1, 4), np.int64)
+    segs[0, 0] = wofs
+    segs[0, 1] = qtype
+    segs[0, 2] = nrows
+    segs[0, 3] = out_col0
+    matmul_segments(segs, w, ncols, x, xq, xd, xsum, out)
 
 
 # ---------------------------------------------------------------------------------------

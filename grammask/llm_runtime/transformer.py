@@ -178,6 +178,16 @@ class Transformer:
                     f"blk.{i}.attn_k.bias", kv_dim
                 )
                 self.layer_bias[i, q_dim + kv_dim :] = self._vector(f"blk.{i}.attn_v.bias", kv_dim)
+        # (offset, qtype, rows, first output column) of the matrices computed together
+        qkv_segs = np.zeros((L, 3, 4), np.int64)
+        gate_up_segs = np.zeros((L, 2, 4), np.int64)
+        for j, (rows, col) in enumerate(((q_dim, 0), (kv_dim, q_dim), (kv_dim, q_dim + kv_dim))):
+            qkv_segs[:, j, :2] = self.layer_w[:, j]
+            qkv_segs[:, j, 2:] = rows, col
+        for j, col in enumerate((0, c.ffn_dim)):
+            gate_up_segs[:, j, :2] = self.layer_w[:, 4 + j]
+            gate_up_segs[:, j, 2:] = c.ffn_dim, col
+        self.qkv_segs, self.gate_up_segs = qkv_segs, gate_up_segs
         self.embedding = np.array(self._matrix("token_embd.weight", c.vocab_size, c.dim), np.int64)
         out_name = "token_embd.weight" if c.tied_embeddings else "output.weight"
         self.output = np.array(self._matrix(out_name, c.vocab_size, c.dim), np.int64)
@@ -215,6 +225,8 @@ class Transformer:
             self.file.data,
             self.dims,
             self.layer_w,
+            self.qkv_segs,
+            self.gate_up_segs,
             self.layer_norms,
             self.layer_bias,
             self.config.qkv_bias,
@@ -257,6 +269,8 @@ def _forward(
     data,
     dims,
     layer_w,
+    qkv_segs,
+    gate_up_segs,
     layer_norms,
     layer_bias,
     has_bias,
@@ -295,9 +309,7 @@ def _forward(
         # attention block
         K.rms_norm(x, layer_norms[layer, 0], eps, xn)
         K.quantize_rows(xn, xq, xd, xs)
-        K.matmul(w[0, 1], data, w[0, 0], q_dim, dim, xn, xq, xd, xs, qkv, 0)
-        K.matmul(w[1, 1], data, w[1, 0], kv_dim, dim, xn, xq, xd, xs, qkv, q_dim)
-        K.matmul(w[2, 1], data, w[2, 0], kv_dim, dim, xn, xq, xd, xs, qkv, q_dim + kv_dim)
+        K.matmul_segments(qkv_segs[layer], data, dim, xn, xq, xd, xs, qkv)
         if has_bias:
             for t in range(n):
                 qkv[t] += layer_bias[layer]
@@ -315,8 +327,7 @@ def _forward(
         # feed-forward block (SwiGLU)
         K.rms_norm(x, layer_norms[layer, 1], eps, xn)
         K.quantize_rows(xn, xq, xd, xs)
-        K.matmul(w[4, 1], data, w[4, 0], ffn, dim, xn, xq, xd, xs, gate_up, 0)
-        K.matmul(w[5, 1], data, w[5, 0], ffn, dim, xn, xq, xd, xs, gate_up, ffn)
+        K.matmul_segments(gate_up_segs[layer], data, dim, xn, xq, xd, xs, gate_up)
         K.swiglu(gate_up, ffn, act)
         K.quantize_rows(act, fq, fd, fs)
         K.matmul(w[6, 1], data, w[6, 0], dim, ffn, act, fq, fd, fs, h, 0)
