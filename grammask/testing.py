@@ -27,7 +27,6 @@ from .grammar.ir import (
     Expr,
     Grammar,
     Literal,
-    Nothing,
     Ref,
     Repeat,
     Seq,
@@ -68,6 +67,10 @@ def from_grammar(
         as_bytes: draw ``bytes`` instead of ``str``. By default a grammar over bytes (with
             byte sets) draws ``bytes`` and every other grammar ``str``: the front-ends
             produce UTF-8 text languages, so those draws always decode.
+        stop_token: end token-id lists with a stop token (with ``tokenizer_info`` only).
+
+    Returns:
+        A strategy of ``str`` (or ``bytes``), or of ``list[int]`` with ``tokenizer_info``.
 
     Raises:
         GrammarError: the grammar is malformed or its language is empty.
@@ -119,7 +122,8 @@ class _Sampler:
         self.automaton_cache: dict = {}
         self.shortest_rules: dict[str, bytes] = {}
         self.walk_cache: dict[int, tuple] = {}
-        self.alt_cache: dict[int, list] = {}
+        self.alt_cache: dict[int, tuple] = {}
+        self.allowed_cache: dict[float, dict] = {}
         self.has_bytesets = any(_contains_byteset(body) for body in self.rules.values())
 
     # ----------------------------------------------------------------- lengths
@@ -131,8 +135,11 @@ class _Sampler:
         """Shortest length using only rules of rank below ``limit``."""
         if limit == float("inf"):
             return self.length(expr)
-        allowed = {n: (v if self.ranks.get(n, limit) < limit else None)
-                   for n, v in self.lengths.items()}
+        allowed = self.allowed_cache.get(limit)
+        if allowed is None:
+            allowed = {n: (v if self.ranks.get(n, limit) < limit else None)
+                       for n, v in self.lengths.items()}
+            self.allowed_cache[limit] = allowed
         return min_length(expr, allowed, self.automaton_cache)
 
     # ----------------------------------------------------------------- shortest strings
@@ -176,7 +183,7 @@ class _Sampler:
             return self.shortest_rule(expr.name)
         if isinstance(expr, Automaton):
             return self.automaton_finish(expr, expr.start)
-        raise AssertionError(f"cannot draw from {expr!r}")
+        raise TypeError(f"cannot draw from {expr!r}")
 
     # ----------------------------------------------------------------- random draws
 
@@ -214,10 +221,8 @@ class _Sampler:
                 self.expand(draw, self.rules[expr.name], out, depth + 1)
         elif isinstance(expr, Automaton):
             self.walk(draw, expr, out)
-        elif isinstance(expr, Nothing):
-            raise AssertionError("drew from an empty language")
-        else:
-            raise AssertionError(f"cannot draw from {expr!r}")
+        else:  # Nothing never gets here: alternatives and repeats skip empty languages
+            raise TypeError(f"cannot draw from {expr!r}")
 
     def alternatives(self, expr: Alt) -> list[Expr]:
         """The alternatives that derive something, shortest first (shrinking goes there)."""
@@ -276,7 +281,7 @@ class _Sampler:
         return dist, nxt
 
     def automaton_finish(self, a: Automaton, state: int) -> bytes:
-        dist, nxt = self.walk_tables(a)
+        _dist, nxt = self.walk_tables(a)
         out = bytearray()
         while not a.accepting[state]:
             byte, state = nxt[state]

@@ -63,7 +63,7 @@ from .ir import (
     star,
 )
 
-__all__ = ["grammar_from_lark", "MAX_REPETITION"]
+__all__ = ["MAX_REPETITION", "grammar_from_lark"]
 
 # Largest repetition count accepted in ``x ~ n..m``: bigger counts make automata (and Lark's
 # own expansion) blow up, and are almost always a mistake.
@@ -248,7 +248,7 @@ class _Lowering:
             self._use_rule(self.start)
             while self.todo:
                 name = self.todo.pop()
-                params, tree = self.rule_defs[name]
+                _params, tree = self.rule_defs[name]
                 self.rules[name] = self._lower(tree, {})
         except RecursionError:
             raise GrammarError("Lark grammar is nested too deeply") from None

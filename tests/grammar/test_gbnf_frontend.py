@@ -15,47 +15,44 @@ from grammask.grammar.ir import CharSet, Literal
 from grammask.grammar.reference import matches
 
 JSON_GBNF = r"""
-root   ::= object
-value  ::= object | array | string | number | ("true" | "false" | "null") ws
+# JSON values; blanks (space, tab, newline) allowed around every token
+root    ::= element
 
-object ::=
-  "{" ws (
-            string ":" ws value
-    ("," ws string ":" ws value)*
-  )? "}" ws
+element ::= blank (
+      object
+    | array
+    | text
+    | number
+    | "true" | "false" | "null"
+  ) blank
 
-array  ::=
-  "[" ws (
-            value
-    ("," ws value)*
-  )? "]" ws
+object  ::= "{" blank ( member ( "," member )* )? "}"
+member  ::= blank text blank ":" element
+array   ::= "[" blank ( element ( "," element )* )? "]"
 
-string ::=
-  "\"" (
-    [^"\\\x7F\x00-\x1F] |
-    "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4}) # escapes
-  )* "\"" ws
+text    ::= "\"" ( plain | "\\" escaped )* "\""
+plain   ::= [^"\\\x00-\x1F\x7F]        # any character but quote, backslash, controls
+escaped ::= ["\\/bfnrt] | "u" hex{4}
+hex     ::= [0-9a-fA-F]
 
-number ::= ("-"? ([0-9] | [1-9] [0-9]{0,15})) ("." [0-9]+)? ([eE] [-+]? [0-9] [1-9]{0,15})? ws
-
-# Optional space: by convention, applied in this grammar after literal chars when allowed
-ws ::= | " " | "\n" [ \t]{0,20}
+number  ::= "-"? ( "0" | [1-9] [0-9]{0,15} )
+            ( "." [0-9]+ )?
+            ( [eE] [+\-]? [0-9]+ )?
+blank   ::= [ \t\n]{0,10}
 """
 
 ARITHMETIC_GBNF = r"""
-root  ::= (expr "=" ws term "\n")+
-expr  ::= term ([-+*/] term)*
-term  ::= ident | num | "(" ws expr ")" ws
-ident ::= [a-z] [a-z0-9_]* ws
-num   ::= [0-9]+ ws
-ws    ::= [ \t\n]*
+root     ::= ( equation "\n" )+
+equation ::= sum " = " sum
+sum      ::= product ( [+\-] product )*
+product  ::= factor ( [*/] factor )*
+factor   ::= [0-9]+ | [a-z] [a-z0-9_]* | "(" sum ")"
 """
 
 LIST_GBNF = r"""
-root ::= item+
-
-# Excludes various line break characters
-item ::= "- " [^\r\n\x0b\x0c\x85\u2028\u2029]+ "\n"
+root ::= ( "* " line "\n" ){1,5}
+# a line: anything but line and paragraph breaks
+line ::= [^\n\r\x0B\x0C\x85\u2028\u2029]+
 """
 
 
@@ -65,26 +62,29 @@ def accepts(g, s: str) -> bool:
 
 def test_json_gbnf():
     g = grammar_from_gbnf(JSON_GBNF)
-    for doc in [{}, {"a": [1, 2.5, "x\ny", True, None]}, {"é": {"b": []}}]:
+    for doc in [{}, {"a": [1, 2.5, "x\ny", True, None]}, {"é": {"b": []}}, [1e30, -0.5]]:
         assert accepts(g, json.dumps(doc))
+        assert accepts(g, json.dumps(doc, indent=1, ensure_ascii=False))
     assert accepts(g, '{"a": "\\u00e9\\/"}')
-    for bad in ['{"a" 1}', "[1]", '{"a": [1,]}', '{"a": "\x01"}', '{"a": 01}']:
+    for bad in ['{"a" 1}', '{"a": [1,]}', '{"a": "\x01"}', '{"a": 01}', "[1", "tru"]:
         assert not accepts(g, bad), bad
 
 
 def test_arithmetic_gbnf():
     g = grammar_from_gbnf(ARITHMETIC_GBNF)
-    assert accepts(g, "1+2=3\n")
-    assert accepts(g, "(x *y2) /3 = z\nfoo=1\n")
-    assert not accepts(g, "1+=3\n")
-    assert not accepts(g, "1=2")
+    assert accepts(g, "1+2 = 3\n")
+    assert accepts(g, "(x*y2)/3 = z\nfoo = 1-(2)\n")
+    assert not accepts(g, "1+ = 3\n")
+    assert not accepts(g, "1 = 2")
+    assert not accepts(g, "(1 = 2\n")
 
 
 def test_list_gbnf():
     g = grammar_from_gbnf(LIST_GBNF)
-    assert accepts(g, "- milk\n- ünïcödé 🥛\n")
-    assert not accepts(g, "- a\u2028b\n")
-    assert not accepts(g, "- \n")
+    assert accepts(g, "* milk\n* ünïcödé 🥛\n")
+    assert not accepts(g, "* a\u2028b\n")
+    assert not accepts(g, "* \n")
+    assert not accepts(g, "* a\n" * 6)
 
 
 def test_unused_rules_are_dropped_and_names_kept():

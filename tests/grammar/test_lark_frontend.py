@@ -260,16 +260,14 @@ def test_regex_flags():
 @needs_regex
 def test_json_grammar():
     text = r"""
-        ?start: value
-        ?value: object | array | string | SIGNED_NUMBER -> number
-              | "true" -> true | "false" -> false | "null" -> null
-        array  : "[" [value ("," value)*] "]"
-        object : "{" [pair ("," pair)*] "}"
-        pair   : string ":" value
-        string : ESCAPED_STRING
-        %import common.ESCAPED_STRING
-        %import common.SIGNED_NUMBER
-        %import common.WS
+        start: json
+        ?json: obj | arr | ESCAPED_STRING | SIGNED_NUMBER | LITERAL
+        obj: "{" (_member ("," _member)*)? "}"
+        _member: ESCAPED_STRING ":" json
+        arr: "[" _items{json}? "]"
+        _items{x}: x ("," x)*
+        LITERAL: "true" | "false" | "null"
+        %import common (ESCAPED_STRING, SIGNED_NUMBER, WS)
         %ignore WS
         """
     g = check(
@@ -383,3 +381,14 @@ def test_refs_are_all_defined():
     for body in g.rules.values():
         assert refs_of(body) <= set(g.rules)
     assert isinstance(g.rules["__gm_start"].items[1], Ref)
+
+
+def test_case_variants_equal_re_ignorecase_on_every_code_point():
+    import re
+
+    from grammask.grammar.ebnf import _case_variants
+
+    for ch in "kSiµß":
+        pattern = re.compile(re.escape(ch), re.IGNORECASE)
+        expected = [c for c in range(0x110000) if pattern.fullmatch(chr(c))]
+        assert list(_case_variants(ch)) == expected, ch

@@ -4,8 +4,7 @@ terminates, shrinking reaches short strings, token-sequence mode agrees with the
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import find
+from hypothesis import find, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
