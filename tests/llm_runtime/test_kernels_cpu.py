@@ -91,3 +91,39 @@ def test_rms_norm_and_swiglu():
     K.swiglu(gu, 20, act)
     g = gu[:, :20].astype(np.float64)
     np.testing.assert_allclose(act, g / (1 + np.exp(-g)) * gu[:, 20:], rtol=1e-5, atol=1e-6)
+
+
+def _caller(row_dot):
+    from numba import njit
+
+    @njit
+    def call(w, o, xq, xd, xs, nb):
+        return row_dot(w, o, xq, xd, xs, nb)
+
+    return call
+
+
+@pytest.mark.parametrize("variant", ["generic", "vnni"])
+@pytest.mark.parametrize("type_name", INT8_TYPES)
+def test_both_simd_variants_of_row_dot(variant, type_name):
+    # The portable IR runs on hosts without VNNI; test it here too (and VNNI where present).
+    from grammask.llm_runtime import simd
+
+    if variant == "vnni" and not simd.HOST_HAS_VNNI:
+        pytest.skip("host has no VNNI")
+    table = simd.VNNI_ROW_DOTS if variant == "vnni" else simd.GENERIC_ROW_DOTS
+    call = _caller(table[type_name.lower()])
+    rng = np.random.default_rng(3)
+    buf, off, W = _tensor(type_name, 3, 256, rng)
+    x = rng.standard_normal((1, 256)).astype(np.float32)
+    x[0, :32] *= 100  # blocks of very different scales
+    xq = np.empty((1, 256), np.int8)
+    xd = np.empty((1, 8), np.float32)
+    xs = np.empty_like(xd)
+    K.quantize_rows(x, xq, xd, xs)
+    xin = (xq.reshape(-1, 32) * xd[0, :, None].astype(np.float64)).reshape(256)
+    rb = len(buf[off:]) // 3
+    for r in range(3):
+        got = call(buf, off + r * rb, xq[0], xd[0], xs[0], 8)
+        ref = W[r] @ xin
+        assert abs(got - ref) <= 2e-6 * np.abs(W[r]).sum() * np.abs(xin).max()

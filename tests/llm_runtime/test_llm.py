@@ -147,3 +147,18 @@ def test_python_m_grammask_help():
         check=False,
     )
     assert res.returncode == 0 and "--temperature" in res.stdout and "constraints" in res.stdout
+
+
+def test_forward_releases_the_gil(llm):
+    # A grammar mask is meant to be computed in another thread during the forward pass.
+    import threading
+
+    llm.model.reset()
+    prompt = llm.encode_prompt("word " * 100)
+    worker = threading.Thread(target=llm.forward, args=(prompt,))
+    counted = 0
+    worker.start()
+    while worker.is_alive():
+        counted += 1
+    worker.join()
+    assert counted > 1000
