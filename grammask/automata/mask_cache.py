@@ -45,11 +45,6 @@ class MaskCache:
         self._unc_out = np.zeros(max(1, len(ids)), dtype=np.int32)
         lengths = np.diff(trie.tok_ptr)
         self._max_depth = int(lengths.max()) if len(lengths) else 1
-        flags = g[g[E.H_FLAGS]:g[E.H_FLAGS] + n_dense]
-        rule_of = g[g[E.H_RULE_OF]:g[E.H_RULE_OF] + n_dense]
-        n_rules = int(g[E.H_NRULES])
-        self._rule_has_calls = np.zeros(n_rules, dtype=bool)
-        self._rule_has_calls[rule_of[(flags & E.F_CALLS) != 0]] = True
         self._n_dense = n_dense
         self._scratch = None  # parser buffers for Earley-based builds
         self.n_built = 0
@@ -105,26 +100,20 @@ class MaskCache:
         trie = self._trie
         rule = int(E.state_rule(g, s))
         follow = self._follow_of(rule)
-        if not self._rule_has_calls[rule]:
-            long_unc = self.lcap if s >= self._n_dense else 0
-            n_unc = MC.build_cache_dfa(g, s, trie.tok_bytes, trie.tok_ptr, trie.sorted_ids,
-                                       trie.lcp, trie.skip, follow, self._acc_bits,
-                                       self._unc_out, self._max_depth, long_unc)
-        else:
-            if self._scratch is None:
-                self._scratch = _new_scratch(self._a.n_states)
-            while True:
-                items, sets, htab, meta = self._scratch
-                if sets.shape[0] < self._max_depth + 8:
-                    self._scratch = _grow(self._scratch, self._max_depth + 8)
-                    continue
-                n_unc = MC.build_cache_earley(g, s, items, sets, htab, meta,
-                                              trie.tok_bytes, trie.tok_ptr, trie.sorted_ids,
-                                              trie.lcp, trie.skip, follow, self._acc_bits,
-                                              self._unc_out, self._max_depth)
-                if n_unc != E.FULL:
-                    break
-                self._scratch = _grow(self._scratch)
+        long_unc = self.lcap if s >= self._n_dense else 0
+        if self._scratch is None:
+            self._scratch = _new_scratch()
+        while True:
+            items, sets, htab, meta = self._scratch
+            if sets.shape[0] < self._max_depth + 8:
+                self._scratch = _grow(self._scratch, self._max_depth + 8)
+                continue
+            n_unc = MC.build_cache(g, s, items, sets, htab, meta, trie.tok_bytes, trie.tok_ptr,
+                                   trie.sorted_ids, trie.lcp, trie.skip, follow,
+                                   self._acc_bits, self._unc_out, self._max_depth, long_unc)
+            if n_unc != E.FULL:
+                break
+            self._scratch = _grow(self._scratch)
         bits = self._acc_bits
         n_words = bits.shape[0]
         allowed = np.unpackbits(bits.view(np.uint8), bitorder="little")
@@ -167,7 +156,7 @@ class MaskCache:
         return self._follow[rule]
 
 
-def _new_scratch(n_states: int):
+def _new_scratch():
     return (np.zeros((1024, 3), dtype=np.int32), np.zeros(512, dtype=np.int32),
             new_htab(256), np.zeros(4, dtype=np.int64))
 

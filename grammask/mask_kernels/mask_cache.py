@@ -74,15 +74,51 @@ def _get_bit(row, t):
 
 
 @nb.njit(cache=True, nogil=True)
-def build_cache_dfa(g, root, tok_bytes, tok_ptr, sorted_ids, lcp, skip, follow, acc_bits,
-                    unc_out, max_depth, long_unc):
-    """Cache of a state whose rule calls no other rule: a plain DFA walk over the trie.
-    Fills ``acc_bits`` (cleared first) and ``unc_out``; returns the uncertain count. Tokens
-    longer than ``long_unc`` bytes (when positive) are all left uncertain."""
+def _exit_possible(g, items, sets, meta):
+    """Whether the root rule (the items of origin 0) can complete at the current position."""
+    k = meta[M_NSETS] - 1
+    for m in range(sets[k], sets[k + 1]):
+        if items[m, 1] == 0 and (state_flags(g, items[m, 0]) & F_ACCEPT):
+            return True
+    return False
+
+
+@nb.njit(cache=True, nogil=True)
+def _start_subparse(g, s, items, sets, htab, meta):
+    """An Earley sub-parse holding (s, origin 0) with set 0 left empty, so that the rule of
+    ``s`` completing (an *exit*) advances nothing. The last set is index 1."""
+    meta[M_NSETS] = 1
+    meta[M_NITEMS] = 0
+    sets[0] = 0
+    sets[1] = 0
+    stamp = _next_stamp(htab, meta)
+    if _add(items, htab, meta, 1, s, 0, stamp) == FULL:
+        return FULL
+    if _closure(g, items, sets, htab, meta, 1, stamp) == FULL:
+        return FULL
+    meta[M_NSETS] = 2
+    sets[2] = meta[M_NITEMS]
+    return OK
+
+
+@nb.njit(cache=True, nogil=True)
+def build_cache(g, root, items, sets, htab, meta, tok_bytes, tok_ptr, sorted_ids, lcp, skip,
+                follow, acc_bits, unc_out, max_depth, long_unc):
+    """The cache entry of ``root``: one walk over the vocabulary trie.
+
+    While the walk stays on states without rule calls it steps the DFA directly (one table
+    lookup per byte); below a trie node whose state calls other rules it runs an Earley
+    sub-parse rooted there, until the walk climbs back above that node. Fills ``acc_bits``
+    (cleared first) and ``unc_out`` (sorted trie positions); returns the uncertain count, or
+    FULL when the scratch parser buffers are too small. Tokens longer than ``long_unc`` bytes
+    (when positive) are all left uncertain.
+    """
     acc_bits[:] = 0
     states = np.empty(max_depth + 1, dtype=np.int32)
     unc = np.zeros(max_depth + 1, dtype=np.bool_)
+    exitp = np.zeros(max_depth + 1, dtype=np.bool_)
     states[0] = root
+    sub = -1  # depth where the Earley sub-parse starts; -1: stepping the DFA
     n = sorted_ids.shape[0]
     n_unc = 0
     pushed = 0
@@ -90,6 +126,11 @@ def build_cache_dfa(g, root, tok_bytes, tok_ptr, sorted_ids, lcp, skip, follow, 
     while i < n:
         common = lcp[i]
         if common < pushed:
+            if sub >= 0:
+                if common < sub:
+                    sub = -1
+                else:
+                    pop_to(sets, meta, 2 + common - sub)
             pushed = common
         p = tok_ptr[i]
         length = tok_ptr[i + 1] - p
@@ -101,72 +142,30 @@ def build_cache_dfa(g, root, tok_bytes, tok_ptr, sorted_ids, lcp, skip, follow, 
         dead = False
         while pushed < length:
             b = tok_bytes[p + pushed]
-            s = states[pushed]
-            u = unc[pushed] or (pushed > 0 and (state_flags(g, s) & F_ACCEPT) != 0 and follow[b])
-            t = step(g, s, g[HEADER + b])
-            if t < 0:
-                j = skip[p + pushed]
-                if u:
-                    for q in range(i, j):
-                        unc_out[n_unc] = q
-                        n_unc += 1
-                i = j
-                dead = True
-                break
-            pushed += 1
-            states[pushed] = t
-            unc[pushed] = u
-        if not dead:
-            _set_bit(acc_bits, sorted_ids[i])
-            i += 1
-    return n_unc
-
-
-@nb.njit(cache=True, nogil=True)
-def _exit_possible(g, items, sets, meta):
-    """Whether the root rule (the items of origin 0) can complete at the current position."""
-    k = meta[M_NSETS] - 1
-    for m in range(sets[k], sets[k + 1]):
-        if items[m, 1] == 0 and (state_flags(g, items[m, 0]) & F_ACCEPT):
-            return True
-    return False
-
-
-@nb.njit(cache=True, nogil=True)
-def build_cache_earley(g, root, items, sets, htab, meta, tok_bytes, tok_ptr, sorted_ids, lcp,
-                       skip, follow, acc_bits, unc_out, max_depth):
-    """Cache of any state: an Earley sub-parse rooted at (root, origin 0) over the trie; set 0
-    is left empty, so the root rule completing (an *exit*) advances nothing. Returns the
-    uncertain count, or FULL when the scratch parser buffers are too small."""
-    acc_bits[:] = 0
-    meta[M_NSETS] = 1
-    meta[M_NITEMS] = 0
-    sets[0] = 0
-    sets[1] = 0
-    stamp = _next_stamp(htab, meta)
-    if _add(items, htab, meta, 1, root, 0, stamp) == FULL:
-        return FULL
-    if _closure(g, items, sets, htab, meta, 1, stamp) == FULL:
-        return FULL
-    meta[M_NSETS] = 2
-    sets[2] = meta[M_NITEMS]
-    base = 2
-    unc = np.zeros(max_depth + 1, dtype=np.bool_)
-    exitp = np.zeros(max_depth + 1, dtype=np.bool_)
-    n = sorted_ids.shape[0]
-    n_unc = 0
-    pushed = 0
-    i = 0
-    while i < n:
-        common = lcp[i]
-        if common < pushed:
-            pop_to(sets, meta, base + common)
-            pushed = common
-        p = tok_ptr[i]
-        length = tok_ptr[i + 1] - p
-        dead = False
-        while pushed < length:
-            b = tok_bytes[p + pushed]
+            if sub < 0:
+                s = states[pushed]
+                f = state_flags(g, s)
+                if f & F_CALLS:
+                    if _start_subparse(g, s, items, sets, htab, meta) == FULL:
+                        return FULL
+                    sub = pushed
+                    exitp[pushed] = pushed > 0 and (f & F_ACCEPT) != 0
+                else:
+                    u = unc[pushed] or (pushed > 0 and (f & F_ACCEPT) != 0 and follow[b])
+                    t = step(g, s, g[HEADER + b])
+                    if t < 0:
+                        j = skip[p + pushed]
+                        if u:
+                            for q in range(i, j):
+                                unc_out[n_unc] = q
+                                n_unc += 1
+                        i = j
+                        dead = True
+                        break
+                    pushed += 1
+                    states[pushed] = t
+                    unc[pushed] = u
+                    continue
             u = unc[pushed] or (exitp[pushed] and follow[b])
             r = push_byte(g, items, sets, htab, meta, b)
             if r == FULL:
@@ -186,7 +185,6 @@ def build_cache_earley(g, root, items, sets, htab, meta, tok_bytes, tok_ptr, sor
         if not dead:
             _set_bit(acc_bits, sorted_ids[i])
             i += 1
-    pop_to(sets, meta, base)
     return n_unc
 
 
