@@ -290,6 +290,7 @@ class _Converter:
         self.validators: dict = {}
         self.key_rules: dict[tuple, str] = {}
         self._neg_quiet = False
+        self.alive: list = []
 
     # ------------------------------------------------------------------ plumbing
 
@@ -374,6 +375,7 @@ class _Converter:
         self.check_budget(locs[0].ptr)
         name = self.fresh_name(locs[0].ptr)
         self.memo[key] = name
+        self.alive.append(locs)  # the memo key holds ids: keep synthesized schemas alive
         self.rules[name] = NOTHING  # placeholder while recursing
         facts = _Facts()
         for loc in locs:
