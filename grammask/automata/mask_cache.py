@@ -43,6 +43,8 @@ class MaskCache:
         self._universe_count = len(ids)
         self._acc_bits = np.zeros(words, dtype=np.int32)
         self._unc_out = np.zeros(max(1, len(ids)), dtype=np.int32)
+        self._ids_out = np.zeros(max(1, len(ids)), dtype=np.int32)
+        self._zeros = np.zeros(words, dtype=np.int32)
         lengths = np.diff(trie.tok_ptr)
         self._max_depth = int(lengths.max()) if len(lengths) else 1
         self._n_dense = n_dense
@@ -116,18 +118,17 @@ class MaskCache:
             self._scratch = _grow(self._scratch)
         bits = self._acc_bits
         n_words = bits.shape[0]
-        allowed = np.unpackbits(bits.view(np.uint8), bitorder="little")
-        n_acc = int(allowed.sum())
+        n_acc = int(MC.popcount_words(bits))
         n_rej = self._universe_count - n_acc
         if n_acc <= n_words and n_acc <= n_rej:
-            kind, data = MC.K_ACC, np.flatnonzero(allowed).astype(np.int32)
+            data = self._ids_out[:MC.bits_to_ids(bits, self._zeros, self._ids_out)]
+            kind = MC.K_ACC
         elif n_rej <= n_words:
-            rejected = (self.universe.view(np.uint32) & ~bits.view(np.uint32)).view(np.int32)
+            # the universe minus the accepted: its bits, as ids
+            data = self._ids_out[:MC.bits_to_ids(self.universe, bits, self._ids_out)]
             kind = MC.K_REJ
-            data = np.flatnonzero(np.unpackbits(rejected.view(np.uint8),
-                                                bitorder="little")).astype(np.int32)
         else:
-            kind, data = MC.K_BITS, bits.copy()
+            kind, data = MC.K_BITS, bits
         unc = self._unc_out[:n_unc]
         acc_off = self._append(data)
         unc_off = self._append(unc)

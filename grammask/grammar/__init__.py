@@ -9,7 +9,7 @@ column, and the shortest-string analysis that finds empty languages (and that
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 from ..errors import GrammarError
 from .ir import (

@@ -37,6 +37,9 @@ from .regex_charclass import ALL_CHARS, NEWLINE, complement, word_ranges
 
 MAX_NFA_NODES = 50_000
 MAX_DFA_STATES = 20_000
+#: Budget of NFA node visits in epsilon closures for one regex: a deterministic bound on the
+#: construction time (about a second or two of CPU), past which it gives up with GrammarError.
+MAX_CLOSURE_WORK = 2_000_000
 MAX_GUARD_ATOMS = 8
 
 # NFA node kinds
@@ -452,6 +455,7 @@ class _Builder:
         self._closures: dict = {}
         self._accept_end: dict = {}
         self._preds: dict = {}
+        self.work = 0
         self.ACCEPT = ("accept",)
         self.DEAD = ("dead",)
 
@@ -490,6 +494,7 @@ class _Builder:
             return hit
         eng = self.nfa.engines[e]
         kind, na, nb, nc = self.nfa.kind, self.nfa.a, self.nfa.b, self.nfa.c
+        work = 0
         world = self.world_list[wid]
         prev = world[0]
         ordered = eng.ordered
@@ -507,6 +512,7 @@ class _Builder:
             stack = [(seed_node, seed_guard, frozenset())]
             while stack:
                 n, g, started = stack.pop()
+                work += 1
                 if ordered and cut != FALSE:
                     if cut == TRUE:
                         break
@@ -572,6 +578,12 @@ class _Builder:
                     g2 = g_and(g, _atom_guard(atom, not nc[n]))
                     if g2 != FALSE:
                         stack.append((nb[n], g2, started))
+        self.work += work
+        if self.work > MAX_CLOSURE_WORK:
+            raise GrammarError(self.nfa.describe(
+                "regex too complex to compile exactly (the automaton construction exceeded its "
+                "work budget; large counted repetitions under lookarounds, word boundaries or "
+                "'match' semantics are the usual cause)"))
         result = (tuple(out), match)
         self._closures[key] = result
         return result
@@ -597,6 +609,7 @@ class _Builder:
 
     def _step_threads(self, e: int, out: tuple, wid: int, ncls: int, c: int) -> tuple:
         na, nb = self.nfa.a, self.nfa.b
+        self.work += len(out)
         ordered = self.nfa.engines[e].ordered
         res: list = []
         if ordered:

@@ -22,6 +22,7 @@ from .simd import (
     dot_q5_0_row,
     dot_q5_1_row,
     dot_q8_0_row,
+    dot_unpacked_row,
     half_to_float,
 )
 
@@ -252,6 +253,56 @@ def _int8_row_dot(qtype, w, o, xq, xd, xsum, nb):
     return dot_q5_1_row(w, o, xq, xd, xsum, nb)
 
 
+@njit(**_JIT_FAST)
+def unpack_row_u8(qtype, w, o, nb, q, wd, wc):
+    """Spread an int8-path row into unsigned quants ``q`` (32 per block), block scales
+    ``wd`` and offset coefficients ``wc``, so that weight j of block b is
+    ``wd[b] * q[32 b + j] + wc[b]``."""
+    for b in range(nb):
+        if qtype == Q8_0:
+            bo = o + b * 34
+            d = _f16(w, bo)
+            wd[b] = d
+            wc[b] = np.float32(-128.0) * d
+            for j in range(32):
+                q[b * 32 + j] = w[bo + 2 + j] ^ np.uint8(128)
+            continue
+        if qtype == Q4_0:
+            bo = o + b * 18
+            d = _f16(w, bo)
+            c = np.float32(-8.0) * d
+            qo = bo + 2
+        elif qtype == Q4_1:
+            bo = o + b * 20
+            d = _f16(w, bo)
+            c = _f16(w, bo + 2)
+            qo = bo + 4
+        elif qtype == Q5_0:
+            bo = o + b * 22
+            d = _f16(w, bo)
+            c = np.float32(-16.0) * d
+            qo = bo + 6
+        else:
+            bo = o + b * 24
+            d = _f16(w, bo)
+            c = _f16(w, bo + 2)
+            qo = bo + 8
+        wd[b] = d
+        wc[b] = c
+        for j in range(16):
+            v = w[qo + j]
+            q[b * 32 + j] = v & np.uint8(15)
+            q[b * 32 + j + 16] = v >> np.uint8(4)
+        if qtype == Q5_0 or qtype == Q5_1:
+            qh = _u32(w, qo - 4)
+            for j in range(32):
+                q[b * 32 + j] |= np.uint8(((qh >> np.uint32(j)) & np.uint32(1)) << np.uint32(4))
+
+
+# From this many activation rows on, a weight row is unpacked once and reused.
+_UNPACK_MIN_ROWS = 4
+
+
 @njit(parallel=True, **_JIT_FAST)
 def matmul_segments(segs, w, ncols, x, xq, xd, xsum, out):
     """Several matrix products sharing one input, in one parallel loop.
@@ -278,7 +329,14 @@ def matmul_segments(segs, w, ncols, x, xq, xd, xsum, out):
         qtype = segs[s, 1]
         ro = segs[s, 0] + r * row_nbytes(qtype, ncols)
         col = segs[s, 3] + r
-        if has_int8_path(qtype):
+        if has_int8_path(qtype) and n >= _UNPACK_MIN_ROWS:
+            q = np.empty(ncols, np.uint8)
+            wd = np.empty(nb, np.float32)
+            wc = np.empty(nb, np.float32)
+            unpack_row_u8(qtype, w, ro, nb, q, wd, wc)
+            for t in range(n):
+                out[t, col] = dot_unpacked_row(q, wd, wc, xq[t], xd[t], xsum[t], nb)
+        elif has_int8_path(qtype):
             for t in range(n):
                 out[t, col] = _int8_row_dot(qtype, w, ro, xq[t], xd[t], xsum[t], nb)
         else:
@@ -349,43 +407,56 @@ def rope_inplace(x, col0, n_heads, head_dim, positions, inv_freq, neox):
                 x[t, b] = x0 * s + x1 * c
 
 
+@njit(**_JIT_FAST)
+def _attend(th, qkv, n_heads, group, head_dim, k_cache, v_cache, layer, n_past, scale, out):
+    """One (token, head) pair: softmax(q . K / sqrt(d)) . V over positions 0..n_past+t."""
+    t = th // n_heads
+    h = th % n_heads
+    g = h // group
+    q0 = h * head_dim
+    n_keys = n_past + t + 1
+    scores = np.empty(n_keys, np.float32)
+    m = np.float32(-np.inf)
+    for p in range(n_keys):
+        s = np.float32(0.0)
+        for j in range(head_dim):
+            s += qkv[t, q0 + j] * k_cache[layer, g, p, j]
+        s *= scale
+        scores[p] = s
+        m = max(m, s)
+    total = np.float32(0.0)
+    for p in range(n_keys):
+        e = np.exp(scores[p] - m)
+        scores[p] = e
+        total += e
+    inv = np.float32(1.0) / total
+    for j in range(head_dim):
+        out[t, q0 + j] = 0.0
+    for p in range(n_keys):
+        wgt = scores[p] * inv
+        for j in range(head_dim):
+            out[t, q0 + j] += wgt * v_cache[layer, g, p, j]
+
+
 @njit(parallel=True, **_JIT_FAST)
 def attention(qkv, n_heads, n_kv_heads, head_dim, k_cache, v_cache, layer, n_past, out):
     """Causal attention of n new tokens (rows of qkv: [q | k | v]) over the KV cache.
 
     The new keys and values must already be in the cache at positions n_past..n_past+n-1.
     Query head h reads KV head h // (n_heads / n_kv_heads) (grouped-query attention).
+    (token, head) pairs are spread over threads only when there is enough work to pay for
+    waking them: a decode step over a short context is faster on one thread.
     """
     n = qkv.shape[0]
     group = n_heads // n_kv_heads
     scale = np.float32(1.0 / np.sqrt(head_dim))
-    for th in prange(n * n_heads):
-        t = th // n_heads
-        h = th % n_heads
-        g = h // group
-        q0 = h * head_dim
-        n_keys = n_past + t + 1
-        scores = np.empty(n_keys, np.float32)
-        m = np.float32(-np.inf)
-        for p in range(n_keys):
-            s = np.float32(0.0)
-            for j in range(head_dim):
-                s += qkv[t, q0 + j] * k_cache[layer, g, p, j]
-            s *= scale
-            scores[p] = s
-            m = max(m, s)
-        total = np.float32(0.0)
-        for p in range(n_keys):
-            e = np.exp(scores[p] - m)
-            scores[p] = e
-            total += e
-        inv = np.float32(1.0) / total
-        for j in range(head_dim):
-            out[t, q0 + j] = 0.0
-        for p in range(n_keys):
-            wgt = scores[p] * inv
-            for j in range(head_dim):
-                out[t, q0 + j] += wgt * v_cache[layer, g, p, j]
+    work = n * n_heads * (n_past + n) * head_dim
+    if work >= 1 << 18:
+        for th in prange(n * n_heads):
+            _attend(th, qkv, n_heads, group, head_dim, k_cache, v_cache, layer, n_past, scale, out)
+    else:
+        for th in range(n * n_heads):
+            _attend(th, qkv, n_heads, group, head_dim, k_cache, v_cache, layer, n_past, scale, out)
 
 
 @njit(**_JIT_FAST)

@@ -207,6 +207,50 @@ dot_q5_0_row = _ROW_DOTS["q5_0"]
 dot_q5_1_row = _ROW_DOTS["q5_1"]
 
 
+def _make_unpacked_dot(vnni):
+    dot32 = _dot32_vnni if vnni else _dot32_generic
+
+    @intrinsic
+    def unpacked_dot(typingctx, q, wd, wc, xq, xd, xsum, nb):
+        """sum_b wd[b] xd[b] (q_b . x_b) + wc[b] xsum[b] for a row already unpacked to
+        unsigned bytes ``q`` with per-block scale ``wd`` and offset coefficient ``wc``."""
+        sig = types.float32(q, wd, wc, xq, xd, xsum, nb)
+
+        def codegen(context, builder, signature, args):
+            ptrs = [_data_ptr(context, builder, signature.args[i], args[i]) for i in range(6)]
+            qp, wdp, wcp, xp, dp, sp = ptrs
+            acc = cgutils.alloca_once_value(builder, ir.Constant(_vec(_F32, 8), [0.0] * 8))
+            macc = cgutils.alloca_once_value(builder, ir.Constant(_F32, 0.0))
+            with cgutils.for_range(builder, args[6]) as loop:
+                b = loop.index
+                o = builder.mul(b, ir.Constant(_I64, 32))
+                qv = _load(builder, qp, o, _vec(_I8, 32))
+                xv = _load(builder, xp, o, _vec(_I8, 32))
+                s = builder.sitofp(dot32(builder, qv, xv), _vec(_F32, 8))
+                d = builder.load(builder.gep(wdp, [b]))
+                scale = builder.fmul(d, builder.load(builder.gep(dp, [b])), flags=_FAST)
+                prod = builder.fmul(s, _splat(builder, scale, 8), flags=_FAST)
+                builder.store(builder.fadd(builder.load(acc), prod, flags=_FAST), acc)
+                c = builder.load(builder.gep(wcp, [b]))
+                cx = builder.fmul(c, builder.load(builder.gep(sp, [b])), flags=_FAST)
+                builder.store(builder.fadd(builder.load(macc), cx, flags=_FAST), macc)
+            fnty = ir.FunctionType(_F32, [_F32, _vec(_F32, 8)])
+            red = cgutils.get_or_insert_function(
+                builder.module, fnty, "llvm.vector.reduce.fadd.v8f32"
+            )
+            total = builder.call(red, [ir.Constant(_F32, 0.0), builder.load(acc)], fastmath=_FAST)
+            return builder.fadd(total, builder.load(macc), flags=_FAST)
+
+        return sig, codegen
+
+    return unpacked_dot
+
+
+GENERIC_UNPACKED_DOT = _make_unpacked_dot(vnni=False)
+VNNI_UNPACKED_DOT = _make_unpacked_dot(vnni=True)
+dot_unpacked_row = VNNI_UNPACKED_DOT if HOST_HAS_VNNI else GENERIC_UNPACKED_DOT
+
+
 @intrinsic
 def half_to_float(typingctx, h):
     """IEEE half (given as uint16 bits) -> float32; LLVM emits vcvtph2ps where available."""

@@ -342,6 +342,39 @@ def _walk_uncertain(g, items, sets, htab, meta, tok_bytes, tok_ptr, sorted_ids, 
 
 
 @nb.njit(cache=True, nogil=True)
+def popcount_words(words):
+    """Number of set bits in an int32 array."""
+    total = 0
+    for w in range(words.shape[0]):
+        x = np.uint32(words[w])
+        while x:
+            x &= x - np.uint32(1)
+            total += 1
+    return total
+
+
+@nb.njit(cache=True, nogil=True)
+def bits_to_ids(words, mask_out, out):
+    """Writes into ``out`` the ids whose bit is set in ``words`` and clear in ``mask_out``
+    (pass zeros to keep all), in increasing order; returns the count."""
+    n = 0
+    for w in range(words.shape[0]):
+        x = np.uint32(words[w]) & ~np.uint32(mask_out[w])
+        base = w << 5
+        while x:
+            low = x & (~x + np.uint32(1))
+            b = 0
+            y = low
+            while y > np.uint32(1):
+                y >>= np.uint32(1)
+                b += 1
+            out[n] = base + b
+            n += 1
+            x ^= low
+    return n
+
+
+@nb.njit(cache=True, nogil=True)
 def slot_index(g, s, lcap):
     """For a virtual state: (block number, index of its entry within the block's slots)."""
     b = block_of(g, s)
