@@ -156,8 +156,8 @@ def _ipv6() -> Expr:
 
     forms = [groups(8)]
     # '::' replaces one or more zero groups: a groups before, b after, a + b <= 7
-    for a in range(0, 8):
-        for b in range(0, 8 - a):
+    for a in range(8):
+        for b in range(8 - a):
             forms.append(seq(groups(a), lit("::"), groups(b)))
     return alt(forms)
 

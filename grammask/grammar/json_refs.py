@@ -32,7 +32,7 @@ class Loc:
     base: str
     check: object = None
 
-    def child(self, *keys) -> "Loc":
+    def child(self, *keys) -> Loc:
         node = self.node
         ptr = self.ptr
         for k in keys:

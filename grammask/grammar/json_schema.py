@@ -69,7 +69,6 @@ from .ir import (
     any_char,
     char_ranges,
     lit,
-    opt,
     rep,
     seq,
     star,
@@ -141,7 +140,7 @@ class _NoNegation(Exception):
 class _ObjConj:
     """What one schema says about object keys."""
 
-    __slots__ = ("props", "patterns", "additional")
+    __slots__ = ("additional", "patterns", "props")
 
     def __init__(self, props, patterns, additional):
         self.props: dict[str, Loc] = props
@@ -208,7 +207,7 @@ class _Facts:
         self.unevaluated_props: list[Loc] = []
         self.groups: list[tuple[str, str, list[list[Loc]]]] = []
 
-    def copy(self) -> "_Facts":
+    def copy(self) -> _Facts:
         f = _Facts.__new__(_Facts)
         for k, v in self.__dict__.items():
             if isinstance(v, list):
@@ -341,7 +340,7 @@ class _Converter:
             v = v[0]
         try:
             return v.is_valid(value)
-        except Exception:  # a broken subschema or unresolvable ref inside: be conservative
+        except Exception:  # noqa: BLE001 - a broken subschema or unresolvable ref: be conservative
             return False
 
     # ------------------------------------------------------------------ entry
@@ -578,17 +577,14 @@ class _Converter:
     def _absorb_array(self, f: _Facts, loc: Loc, node: dict, ptr: str) -> None:
         prefix: list[Loc] = []
         rest: Loc | None = None
-        declared = False
         if "prefixItems" in node:
             if not isinstance(node["prefixItems"], list):
                 raise SchemaError("prefixItems must be an array", f"{ptr}/prefixItems")
             prefix = [loc.child("prefixItems", i) for i in range(len(node["prefixItems"]))]
-            declared = True
             if "items" in node:
                 rest = loc.child("items")
         elif isinstance(node.get("items"), list):
             prefix = [loc.child("items", i) for i in range(len(node["items"]))]
-            declared = True
             if "additionalItems" in node:
                 rest = loc.child("additionalItems")
         elif "items" in node:
@@ -815,11 +811,7 @@ class _Converter:
         return out
 
     def _hopeless(self, f: _Facts) -> bool:
-        if f.false or (f.types is not None and not f.types):
-            return True
-        if f.enum is not None and not f.enum:
-            return True
-        return False
+        return f.false or (f.types is not None and not f.types) or (f.enum is not None and not f.enum)
 
     def _types(self, f: _Facts) -> set[str]:
         types = set(ALL_TYPES) if f.types is None else set(f.types)
@@ -862,9 +854,7 @@ class _Converter:
         blo, blos, bhi, bhis = interval(b)
         if ahi is not None and blo is not None and (ahi < blo or (ahi == blo and (ahis or blos))):
             return True
-        if bhi is not None and alo is not None and (bhi < alo or (bhi == alo and (bhis or alos))):
-            return True
-        return False
+        return bhi is not None and alo is not None and (bhi < alo or (bhi == alo and (bhis or alos)))
 
     def _objects_disjoint(self, a: _Facts, b: _Facts) -> bool:
         if set(a.required) & b.forbid or set(b.required) & a.forbid:
@@ -1000,9 +990,7 @@ class _Converter:
                 if best is None:
                     best = (v, s, fv)
                     continue
-                if (fv > best[2]) if up else (fv < best[2]):
-                    best = (v, s, fv)
-                elif fv == best[2] and s:
+                if ((fv > best[2]) if up else (fv < best[2])) or fv == best[2] and s:
                     best = (v, s, fv)
             return best
 
@@ -1358,7 +1346,7 @@ class _Converter:
                 out = alt(out_parts)
                 memo[key] = out
                 return out
-            name, kv, req = entries[i]
+            _, kv, req = entries[i]
             if max_p is not None and c >= max_p:
                 out = NOTHING if req else state(i + 1, c)
                 memo[key] = out
@@ -1567,7 +1555,8 @@ def _not_in_set(words: list[str], tail: Expr | None = None, encoded: bool = Fals
 def _length_bounds(e: Expr) -> tuple[int | None, int | None]:
     """(min, max) length in characters of a decoded-text expression; None when unknown
     (automata) or, for max, unbounded."""
-    from .ir import Alt as _Alt, ByteSet, CharSet, Empty, Literal, Repeat, Seq
+    from .ir import Alt as _Alt
+    from .ir import ByteSet, CharSet, Empty, Literal, Repeat, Seq
 
     if isinstance(e, Empty):
         return 0, 0
@@ -1606,7 +1595,8 @@ def _length_bounds(e: Expr) -> tuple[int | None, int | None]:
 def _cap_repeats(e: Expr, limit: int) -> Expr | None:
     """``e`` with unbounded repetitions capped at one count, the largest that keeps every
     string within ``limit`` characters; None when impossible (automata inside)."""
-    from .ir import Alt as _Alt, Repeat, Seq
+    from .ir import Alt as _Alt
+    from .ir import Repeat, Seq
 
     def cap(x: Expr, k: int) -> Expr:
         if isinstance(x, Seq):
