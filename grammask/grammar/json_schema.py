@@ -290,6 +290,8 @@ class _Converter:
         self.key_rules: dict[tuple, str] = {}
         self._neg_quiet = False
         self.alive: list = []
+        dialect = root.get("$schema", "") if isinstance(root, dict) else ""
+        self.draft4 = isinstance(dialect, str) and ("draft-04" in dialect or "draft-03" in dialect)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -527,10 +529,15 @@ class _Converter:
         if "maximum" in node:
             strict = node.get("exclusiveMaximum") is True
             f.upper.append((number("maximum"), strict))
-        if "exclusiveMinimum" in node and not isinstance(node["exclusiveMinimum"], bool):
-            f.lower.append((number("exclusiveMinimum"), True))
-        if "exclusiveMaximum" in node and not isinstance(node["exclusiveMaximum"], bool):
-            f.upper.append((number("exclusiveMaximum"), True))
+        for kw, bounds in (("exclusiveMinimum", f.lower), ("exclusiveMaximum", f.upper)):
+            if kw not in node:
+                continue
+            if not isinstance(node[kw], bool):
+                bounds.append((number(kw), True))
+            elif not self.draft4:
+                # Outside draft 4 a boolean here is a number to the validator (True == 1,
+                # False == 0): enforce that bound too, so both readings hold.
+                bounds.append((int(node[kw]), True))
         if "multipleOf" in node:
             v = number("multipleOf")
             if v <= 0:

@@ -198,6 +198,8 @@ def test_number_bound_edge_cases():
     check({"type": "number", "multipleOf": 0.01}, [1, 2, 300], [0.001])
     # draft-4 boolean exclusive bounds
     check({"$schema": "http://json-schema.org/draft-04/schema#", "type": "integer", "minimum": 3, "exclusiveMinimum": True}, [4], [3])
+    # elsewhere the validator reads the boolean as a number (True == 1): both readings hold
+    check({"type": "number", "minimum": 0, "exclusiveMinimum": True}, [2, 1.5], [0, 0.5, 1])
 
 
 def test_float_multiple_that_float_division_breaks_is_refused():
