@@ -26,8 +26,15 @@ def _sentencepiece_metadata(model_file):
     sp = spm.SentencePieceProcessor(model_file=str(model_file))
     n = sp.get_piece_size()
     types = [
-        2 if sp.is_unknown(i) else 3 if sp.is_control(i) else 6 if sp.is_byte(i)
-        else 5 if sp.is_unused(i) else 1
+        2
+        if sp.is_unknown(i)
+        else 3
+        if sp.is_control(i)
+        else 6
+        if sp.is_byte(i)
+        else 5
+        if sp.is_unused(i)
+        else 1
         for i in range(n)
     ]
     md = {
@@ -65,7 +72,9 @@ def test_unsupported_or_missing_vocabulary():
     with pytest.raises(TokenizerError, match="no tokenizer.ggml.tokens"):
         tokenizer_from_gguf_metadata({"tokenizer.ggml.model": "gpt2"})
     with pytest.raises(TokenizerError, match="merges"):
-        tokenizer_from_gguf_metadata({"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": ["a"]})
+        tokenizer_from_gguf_metadata(
+            {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": ["a"]}
+        )
 
 
 def test_chat_template_rendering():
