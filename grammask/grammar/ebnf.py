@@ -15,24 +15,24 @@ accepts.
   stops at its first chance). Plain string literals (also with the ``i`` flag) and
   ``"a".."z"`` ranges are lowered directly; every other terminal goes through
   :func:`grammask.grammar.regex.regex_to_expr` with ``semantics="match"``.
-- ``%ignore``: Lark's scanner, at any position where the parser waits for a terminal (and
-  at the end, once the start rule is complete), may skip one match of an ignored terminal,
-  repeatedly. The IR models this as an optional run of ignored lexemes after every terminal
-  and one before the start rule.
+- ``%ignore``: Lark's scanner, wherever the parser waits for a terminal (and at the end,
+  once the start rule is complete), may skip ignored text, repeatedly, each time by the one
+  match ``re.match`` finds there: the longest prefix that is a lexeme, no truncations.
+  The IR puts a run of ignored pieces before every terminal and one at the end, and keeps
+  the greediness where the following characters decide it (see :class:`_IgnoreModel`):
+  after ``%ignore WS`` a terminal cannot start with whitespace, after a ``#...`` line
+  comment only a newline (or the end) may follow.
 - Rule modifiers (``?rule``, ``_rule``, ``!rule``), aliases and priorities shape Lark's
   parse tree, not its language, and are dropped.
 
-Residual differences from Lark (all are cases where Lark's scanner looks at the text around
-a lexeme):
+Residual differences from Lark (cases where Lark's scanner looks further into the text):
 
-- Lark skips an ignored terminal by its single *greedy* match (``re.match`` at that
-  position, no shorter truncations). The IR allows any split of the ignored text. The two
-  agree unless a terminal can start with a character the ignored terminal could also
-  consume: with ``%ignore WS`` and a terminal ``" b"``, the IR accepts ``"a  b"`` as
-  ``"a"``, ``" "``, ``" b"``, while Lark's greedy skip eats both spaces and then fails.
-- Lark matches a terminal at a position of the whole input, so a trailing lookahead,
-  ``$`` or ``\\b`` sees the text after the lexeme; the IR evaluates them as if the lexeme
-  stood alone.
+- A terminal's trailing lookahead, ``$`` or ``\\b`` sees the text after the lexeme in
+  Lark; the IR evaluates them as if the lexeme stood alone. The same holds for ignored
+  terminals with lookarounds.
+- An ignored piece followed by text that is a proper prefix of a possible extension of the
+  piece (whether Lark's greedy match reaches further depends on characters after that
+  text): the IR allows it. Whitespace, line comments and block comments never hit this.
 - Lark refuses terminals that can match the empty string in its dynamic lexers; the IR
   accepts them and uses their non-empty lexemes.
 """
@@ -53,6 +53,7 @@ from .ir import (
     Grammar,
     Literal,
     alt,
+    byte_ranges,
     char_ranges,
     lit,
     opt,
@@ -74,6 +75,8 @@ _MAX_TEMPLATE_INSTANCES = 2_000
 # Generated rule names: Lark reserves names starting with "__", so these never collide.
 _IGNORE_RULE = "__gm_ignore"
 _START_RULE = "__gm_start"
+# Bound on the automata built for %ignore (they are tiny for whitespace and comments).
+_MAX_IGNORE_EXITS = 16
 
 _RE_FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "l": re.LOCALE,
              "u": re.UNICODE, "x": re.VERBOSE}
@@ -229,6 +232,7 @@ class _Lowering:
         self.lexeme_cache: dict = {}
         self.occurrence_cache: dict = {}
         self.templates: dict = {}
+        self.ignore_model: _IgnoreModel | None = None
 
     def run(self) -> Grammar:
         if self.start not in self.rule_defs:
@@ -241,10 +245,10 @@ class _Lowering:
             )
         try:
             if self.ignore:
-                self.rules[_START_RULE] = seq(ref(_IGNORE_RULE), ref(self.start))
-                self.rules[_IGNORE_RULE] = star(
-                    alt(self._terminal_lexemes(name) for name in self.ignore)
+                self.ignore_model = _IgnoreModel(
+                    [self._terminal_lexemes(name) for name in self.ignore], self.rules
                 )
+                self.rules[_START_RULE] = seq(ref(self.start), self.ignore_model.trailing())
             self._use_rule(self.start)
             while self.todo:
                 name = self.todo.pop()
@@ -389,8 +393,11 @@ class _Lowering:
 
     # ----------------------------------------------------------------- terminals
 
-    def _ignore_suffix(self) -> Expr:
-        return ref(_IGNORE_RULE) if self.ignore else EMPTY
+    def _with_ignore(self, lexemes: Expr) -> Expr:
+        """A terminal occurrence: the ignored text Lark may skip before it, then a lexeme."""
+        if self.ignore_model is None:
+            return lexemes
+        return self.ignore_model.before(lexemes)
 
     def _terminal_occurrence(self, name: str) -> Expr:
         """What an occurrence of the named terminal in a rule matches: a lexeme, then the
@@ -401,9 +408,9 @@ class _Lowering:
             return cached
         lexemes = self._terminal_lexemes(name)
         if _is_small(lexemes):
-            out = seq(lexemes, self._ignore_suffix())
+            out = self._with_ignore(lexemes)
         else:
-            self.rules[name] = seq(lexemes, self._ignore_suffix())
+            self.rules[name] = self._with_ignore(lexemes)
             out = ref(name)
         self.occurrence_cache[("term", name)] = out
         return out
@@ -422,10 +429,10 @@ class _Lowering:
             return cached
         lexemes = self._pattern_lexemes(pattern, token)
         if _is_small(lexemes):
-            out = seq(lexemes, self._ignore_suffix())
+            out = self._with_ignore(lexemes)
         else:
             name = f"__gm_anon_{len(self.occurrence_cache)}"
-            self.rules[name] = seq(lexemes, self._ignore_suffix())
+            self.rules[name] = self._with_ignore(lexemes)
             out = ref(name)
         self.occurrence_cache[key] = out
         return out
@@ -434,7 +441,7 @@ class _Lowering:
         lo, hi = _range_bounds(start_tok, end_tok)
         if lo > hi:
             raise self._error(f"empty range {start_tok}..{end_tok}", start_tok)
-        return seq(char_ranges([(lo, hi)]), self._ignore_suffix())
+        return self._with_ignore(char_ranges([(lo, hi)]))
 
     def _terminal_lexemes(self, name: str) -> Expr:
         """The lexemes of a named terminal (without the ignore suffix)."""
@@ -484,6 +491,139 @@ class _Lowering:
             f"Lark grammar, line {line} column {column}: {message}"
             f"{source_excerpt(self.text, line, column)}"
         )
+
+
+class _IgnoreModel:
+    """Lark's %ignore, exactly where the next characters decide it.
+
+    Lark's scanner skips ignored text at a position by the single match ``re.match`` finds
+    there, and for regexes without lookarounds that match is the *longest* prefix of the
+    remaining input that is a lexeme of the ignored terminal: every path the backtracking
+    matcher tries before the winning one fails on each prefix of the input as well, so a
+    longer lexeme prefix would have been won by that same shorter path. So an
+    ignored piece ``g`` is only skipped as a whole when no lexeme extends ``g`` into the
+    text after it. After a piece that ends in state ``q`` of its terminal's minimal DFA, the
+    forbidden continuations are ``E_q = {v non-empty : g v is a lexeme} . anything``; for
+    whitespace that is "starts with whitespace", for a line comment "starts with anything but
+    a newline", for a block comment nothing.
+
+    The runs of ignored pieces become automata: an NFA whose states remember the *exit
+    class* of the last piece (pieces whose ``E_q`` are equal share one; an empty ``E_q`` is
+    no constraint at all), where a piece may only follow a piece whose ``E`` it does not
+    start with. A terminal occurrence is ``run . lexeme``, where the run may only end in the
+    classes whose ``E`` the lexeme does not start with; a terminal whose lexemes split on
+    that question is split into variants. The trailing run (end of input) may end anywhere.
+
+    Residual (permissive) case: a piece or lexeme that does not start with ``E_q`` but is a
+    proper prefix of a string that does; whether Lark's greedy match reaches past it
+    depends on text further on, and the IR allows it.
+    """
+
+    def __init__(self, lexemes: list[Expr], rules: dict[str, Expr]) -> None:
+        from .fsm import Dfa
+
+        self.rules = rules
+        self.anything = Dfa.from_expr(star(byte_ranges([(0, 255)])))
+        # Each ignored terminal's minimal DFA, and per accepting state its exit class.
+        self.classes: list = []  # the forbidden-continuation DFAs E, one per class
+        pieces = []  # (dfa of pieces ending in q, class index or None)
+        for expr in lexemes:
+            d = Dfa.from_expr(expr)
+            for q, acc in enumerate(d.accepting):
+                if not acc:
+                    continue
+                ending_here = Dfa(d.start, d.edges, [s == q for s in range(d.n_states)])
+                pieces.append((ending_here, self._class_of(d, q)))
+        self.pieces = pieces
+        self.runs: dict[frozenset, Expr] = {}
+        self.lexeme_cache: dict = {}
+
+    def _class_of(self, d, q: int) -> int | None:
+        from .fsm import Dfa
+
+        extension = Dfa(q, d.edges, d.accepting).difference(_EPSILON_DFA())
+        if extension.is_empty():
+            return None
+        forbidden = extension.concat(self.anything)
+        for i, other in enumerate(self.classes):
+            if forbidden.difference(other).is_empty() and other.difference(forbidden).is_empty():
+                return i
+        if len(self.classes) >= _MAX_IGNORE_EXITS:
+            raise GrammarError("Lark grammar: %ignore terminals too complex to model")
+        self.classes.append(forbidden)
+        return len(self.classes) - 1
+
+    def trailing(self) -> Expr:
+        """The ignored text at the end of the input: any run."""
+        return self._run(frozenset(range(len(self.classes))))
+
+    def before(self, lexemes: Expr) -> Expr:
+        """A terminal occurrence with the ignored run that may precede it."""
+        key = lexemes
+        cached = self.lexeme_cache.get(key)
+        if cached is not None:
+            return cached
+        from .fsm import Dfa
+
+        everything = frozenset(range(len(self.classes)))
+        if not self.classes:
+            out = seq(self._run(everything), lexemes)
+        else:
+            d = Dfa.from_expr(lexemes)
+            variants = [(d, everything, lexemes)]
+            for c, forbidden in enumerate(self.classes):
+                split = []
+                for dv, exits, expr in variants:
+                    bad = dv.intersect(forbidden)
+                    if bad.is_empty():
+                        split.append((dv, exits, expr))
+                        continue
+                    good = dv.difference(forbidden)
+                    if good.is_empty():  # all of it starts with what extends the piece
+                        split.append((dv, exits - {c}, expr))
+                        continue
+                    split.append((good, exits, None))
+                    split.append((bad, exits - {c}, None))
+                variants = split
+            out = alt(
+                seq(self._run(exits), expr if expr is not None else dv.to_expr("lexemes"))
+                for dv, exits, expr in variants
+            )
+        self.lexeme_cache[key] = out
+        return out
+
+    def _run(self, exits: frozenset) -> Expr:
+        """Reference to the rule matching runs of ignored pieces whose last piece's class is
+        in ``exits`` (or that are empty, or end in an unconstrained piece)."""
+        run = self.runs.get(exits)
+        if run is None:
+            name = _IGNORE_RULE if not self.runs else f"{_IGNORE_RULE}_{len(self.runs)}"
+            self.rules[name] = self._run_expr(exits)
+            run = self.runs[exits] = ref(name)
+        return run
+
+    def _run_expr(self, exits: frozenset) -> Expr:
+        from .fsm import Nfa, determinize
+
+        nfa = Nfa()
+        free = nfa.state()  # nothing yet, or the last piece constrains nothing
+        state = [nfa.state() for _ in self.classes]
+        for piece, cls in self.pieces:
+            dst = free if cls is None else state[cls]
+            nfa.build(piece.to_expr(), free, dst)
+            for c, forbidden in enumerate(self.classes):
+                allowed = piece.difference(forbidden)
+                if not allowed.is_empty():
+                    nfa.build(allowed.to_expr(), state[c], dst)
+        finals = {free} | {state[c] for c in exits}
+        return determinize(nfa, free, finals).minimize().to_expr("ignored")
+
+
+@functools.lru_cache(maxsize=1)
+def _EPSILON_DFA():
+    from .fsm import Dfa
+
+    return Dfa.from_expr(EMPTY)
 
 
 def _is_small(expr: Expr) -> bool:

@@ -202,21 +202,35 @@ def test_ignore_is_modelled_with_one_shared_rule():
     )
     assert g.start == "__gm_start"
     assert "__gm_ignore" in g.rules
-    assert len(g.rules) == 3  # the wrapper, the ignore run and start itself
+    assert len(g.rules) == 3  # the wrapper, the ignored run and start itself
 
 
 @needs_regex
-def test_ignore_common_ws_and_greedy_residual():
+def test_ignore_is_greedy_like_lark():
+    # Lark skips ignored text by its single (greedy) match: after "a", WS eats both spaces
+    # and " b" no longer fits; with one space " b" matches directly.
     text = """
         start: "a" " b"
         %import common.WS
         %ignore WS
         """
-    g = check(text, ["a b", " a b ", "a b\n"], ["ab"])
-    # Documented residual difference: Lark skips ignored text by its greedy match, the IR
-    # allows any split of it.
-    assert not lark_accepts(text, "a  b")
-    assert matches(g, b"a  b")
+    check(text, ["a b", " a b ", "a b\n"], ["ab", "a  b", "a \t b", "a\n b"])
+
+
+@needs_regex
+def test_line_comment_runs_to_the_end_of_the_line():
+    text = r"""
+        start: WORD ("," WORD)* NL?
+        NL: "\n"
+        %import common (WORD, SH_COMMENT)
+        %ignore " "
+        %ignore SH_COMMENT
+        """
+    check(
+        text,
+        ["a,b", "a # note\n", "a #\n", "a,b #x", "a # x, b"],
+        ["a, # x\n", "a, #x", "a #x\n,b", "a,#c\nb", "#a"],
+    )
 
 
 # --------------------------------------------------------------------------- regex terminals
@@ -392,3 +406,22 @@ def test_case_variants_equal_re_ignorecase_on_every_code_point():
         pattern = re.compile(re.escape(ch), re.IGNORECASE)
         expected = [c for c in range(0x110000) if pattern.fullmatch(chr(c))]
         assert list(_case_variants(ch)) == expected, ch
+
+
+@needs_regex
+def test_several_ignored_terminals():
+    text = """
+        start: WORD ("," WORD)*
+        %import common (WORD, WS, SH_COMMENT)
+        %ignore WS
+        %ignore SH_COMMENT
+        """
+    check(text, ["a,b", "a # note\n, b", "# lead\na", "a #tail"], ["a b", "a, # x\n", "#a"])
+
+
+def test_unicode_literals_and_ranges():
+    check('start: "α".."ω"+ "é" "😀"?', ["αωé", "βé😀"], ["aé", "αe", "α"])
+
+
+def test_missing_import():
+    assert "nothere" in error_of("%import nothere.X\nstart: X\n")
