@@ -15,11 +15,13 @@ import numpy as np
 from ..mask_kernels import earley as E
 from ..mask_kernels import mask_cache as MC
 from .rule_automata import RuleAutomata
-from .token_trie import TokenTrie
+from .token_trie import TokenTrie, shared_store
 
 #: Virtual states of a counter block share cache entries for tokens up to this many bytes;
 #: longer tokens are checked against the live state (few tokens are longer than 32 bytes).
 LCAP = 32
+#: Shared loop walks kept per vocabulary (each about a bitmask row and a few lists).
+_SHARED_MAX = 2048
 
 
 class MaskCache:
@@ -49,6 +51,9 @@ class MaskCache:
         self._max_depth = int(lengths.max()) if len(lengths) else 1
         self._n_dense = n_dense
         self._scratch = None  # parser buffers for Earley-based builds
+        self._scc = None  # strongly connected components, for shared walks
+        self._canon = np.full(n_dense, -1, dtype=np.int32)
+        self._sig = np.empty(MC.SCC_MAX * 520, dtype=np.int32)
         self.n_built = 0
         # counter blocks: one slot table each, (inner states x (lcap+2)^2) entries
         self.lcap = LCAP
@@ -110,9 +115,23 @@ class MaskCache:
             if sets.shape[0] < self._max_depth + 8:
                 self._scratch = _grow(self._scratch, self._max_depth + 8)
                 continue
-            n_unc = MC.build_cache(g, s, items, sets, htab, meta, trie.tok_bytes, trie.tok_ptr,
-                                   trie.sorted_ids, trie.lcp, trie.skip, follow,
-                                   self._acc_bits, self._unc_out, self._max_depth, long_unc)
+            n_unc = E.FULL
+            shared = self._shared_walk(s, follow) if long_unc == 0 else None
+            if shared is not None:
+                acc_in, unc_in, exits, order = shared
+                self._acc_bits[:] = acc_in
+                self._unc_out[:len(unc_in)] = unc_in
+                n_unc = MC.apply_exits(g, order, exits, len(exits), items, sets, htab, meta,
+                                       trie.tok_bytes, trie.tok_ptr, trie.sorted_ids, trie.lcp,
+                                       trie.skip, follow, self._acc_bits, self._unc_out,
+                                       len(unc_in), self._max_depth)
+                if n_unc != E.FULL and len(exits) and len(unc_in) and n_unc > len(unc_in):
+                    self._unc_out[:n_unc].sort()
+            else:
+                n_unc = MC.build_cache(g, s, items, sets, htab, meta, trie.tok_bytes,
+                                       trie.tok_ptr, trie.sorted_ids, trie.lcp, trie.skip,
+                                       follow, self._acc_bits, self._unc_out, self._max_depth,
+                                       long_unc)
             if n_unc != E.FULL:
                 break
             self._scratch = _grow(self._scratch)
@@ -134,6 +153,44 @@ class MaskCache:
         unc_off = self._append(unc)
         MC.store_cache_row(self.cmeta, row, kind, acc_off, len(data), unc_off, n_unc)
         self.n_built += 1
+
+    def _shared_walk(self, s: int, follow: np.ndarray):
+        """For a state inside a loop of its automaton: the walk inside the loop, shared with
+        every state (of any grammar of this vocabulary) whose loop has the same shape; with
+        this state's canonical numbering. None when the state is not in a loop, or the loop
+        is large or calls rules."""
+        g = self._g
+        if self._scc is None:
+            self._scc = MC.scc_of_states(g)
+        comp, cyclic, has_calls = self._scc
+        c = int(comp[s])
+        if not cyclic[c] or has_calls[c]:
+            return None
+        order = np.empty(MC.SCC_MAX, dtype=np.int32)
+        canon = self._canon
+        sig = self._sig
+        n_sig, n_order = MC.scc_signature(g, s, comp, order, canon, sig)
+        if n_sig < 0:
+            canon[order[:n_order]] = -1
+            return None
+        key = sig[:n_sig].tobytes() + np.packbits(follow).tobytes()
+        trie = self._trie
+        store, lock = shared_store(trie)
+        with lock:
+            hit = store.get(key)
+        if hit is None:
+            exits = np.empty((len(trie.sorted_ids), 5), dtype=np.int32)
+            n_unc, n_exits = MC.scc_walk(g, s, comp, canon, trie.tok_bytes, trie.tok_ptr,
+                                         trie.sorted_ids, trie.lcp, trie.skip, follow,
+                                         self._acc_bits, self._unc_out, exits, self._max_depth)
+            hit = (self._acc_bits.copy(), self._unc_out[:n_unc].copy(),
+                   exits[:n_exits].copy())
+            with lock:
+                if len(store) >= _SHARED_MAX:
+                    store.pop(next(iter(store)))
+                store[key] = hit
+        canon[order[:n_order]] = -1
+        return hit + (order[:n_order].copy(),)
 
     def _append(self, data: np.ndarray) -> int:
         need = self._used + len(data)

@@ -28,6 +28,7 @@ from ..grammar.ir import (
     Seq,
     refs_of,
 )
+from ..mask_kernels.dfa_kernels import derivable
 from ..mask_kernels.earley import F_ACCEPT, F_BYTES, F_CALLS, pack_grammar
 from .dfa_build import RuleDfa, dfa_without_calls, rule_dfa, rule_dfa_reference
 
@@ -81,19 +82,24 @@ def build_rule_automata(grammar: Grammar, *, method: str = "fast") -> RuleAutoma
         except GrammarError as exc:
             raise GrammarError(f"in rule {name!r}: {exc}") from None
 
-    productive = _productive(dfas)
     start = index[grammar.start]
+    tables = _layout(dfas)
+    productive = _derivable(tables, use_bytes=True)
     if not productive[start]:
         raise GrammarError(
             f"the grammar's language is empty: start rule {grammar.start!r} derives no string"
         )
-    dfas = [dfa_without_calls(d, productive.__getitem__) for d in dfas]
+    if not productive.all():
+        dfas = [dfa_without_calls(d, productive.__getitem__) for d in dfas]
     # keep only rules still reachable from the start through live call edges
     live = _live_rules(dfas, start)
-    renum = {old: new for new, old in enumerate(live)}
     names = tuple(keep[i] for i in live)
-    dfas = [_renumber_calls(dfas[i], renum) for i in live]
-    return _assemble(names, renum[start], dfas)
+    if len(live) < len(dfas) or not productive.all():
+        renum = {old: new for new, old in enumerate(live)}
+        dfas = [_renumber_calls(dfas[i], renum) for i in live]
+        start = renum[start]
+        tables = _layout(dfas)
+    return _assemble(names, start, tables)
 
 
 # --------------------------------------------------------------------------- rule analysis
@@ -237,57 +243,10 @@ def _estimate(e: Expr, ref_size) -> float:
     return 1
 
 
-def _productive(dfas: list[RuleDfa]) -> list[bool]:
-    """Which rules derive at least one string (fixpoint over the DFAs)."""
-    n = len(dfas)
-    prod = [False] * n
-    changed = True
-    while changed:
-        changed = False
-        for r, d in enumerate(dfas):
-            if prod[r] or not d.accept.any():
-                continue
-            ok = np.array([prod[s] for s in d.call_syms.tolist()], dtype=bool)
-            # a minimal DFA has only states that lead to acceptance through its edges
-            if ok.all() or _reaches_accept(d, ok, use_bytes=True):
-                prod[r] = changed = True
-    return prod
-
-
-def _nullable(dfas: list[RuleDfa]) -> list[bool]:
-    """Which rules derive the empty string."""
-    n = len(dfas)
-    null = [False] * n
-    changed = True
-    while changed:
-        changed = False
-        for r, d in enumerate(dfas):
-            if null[r]:
-                continue
-            ok = np.array([null[s] for s in d.call_syms.tolist()], dtype=bool)
-            if _reaches_accept(d, ok, use_bytes=False):
-                null[r] = changed = True
-    return null
-
-
-def _reaches_accept(d: RuleDfa, call_ok: np.ndarray, use_bytes: bool) -> bool:
-    """Whether an accepting state is reachable from the start through byte edges (if
-    ``use_bytes``) and the call edges of the columns where ``call_ok`` holds."""
-    seen = np.zeros(d.n_states, dtype=bool)
-    seen[0] = True
-    frontier = np.zeros(1, dtype=np.int64)
-    calls = d.calls[:, call_ok]
-    while frontier.size:
-        if d.accept[frontier].any():
-            return True
-        nxt = calls[frontier].ravel()
-        if use_bytes:
-            nxt = np.concatenate([nxt, d.trans[frontier].ravel()])
-        nxt = nxt[nxt >= 0]
-        nxt = np.unique(nxt[~seen[nxt]])
-        seen[nxt] = True
-        frontier = nxt
-    return False
+def _derivable(t: _Tables, use_bytes: bool) -> np.ndarray:
+    """bool[n_rules]: which rules derive some string (``use_bytes``) or the empty string."""
+    return derivable(t.trans, t.flags & F_ACCEPT, t.call_ptr, t.call_rule, t.call_dst,
+                     t.rule_start, use_bytes).astype(bool)
 
 
 def _live_rules(dfas: list[RuleDfa], start: int) -> list[int]:
@@ -316,8 +275,23 @@ def _renumber_calls(d: RuleDfa, renum: dict[int, int]) -> RuleDfa:
 # --------------------------------------------------------------------------- assembly
 
 
-def _assemble(names: tuple[str, ...], start_rule: int, dfas: list[RuleDfa]) -> RuleAutomata:
-    """Numbers the rule DFAs into one state space over shared byte classes and packs them."""
+@dataclass
+class _Tables:
+    """The rule DFAs numbered into one state space over shared byte classes: the arrays that
+    pack_grammar stores."""
+
+    base: np.ndarray  # int64[n_rules + 1]: first state of each rule (and the total)
+    byte_class: np.ndarray  # int32[256]
+    trans: np.ndarray  # int32[n_states, n_classes]
+    flags: np.ndarray  # int32[n_states]
+    rule_of: np.ndarray  # int32[n_states]
+    call_ptr: np.ndarray  # int32[n_states + 1]
+    call_rule: np.ndarray  # int32[n_calls]
+    call_dst: np.ndarray  # int32[n_calls]
+    rule_start: np.ndarray  # int32[n_rules]
+
+
+def _layout(dfas: list[RuleDfa]) -> _Tables:
     sizes = np.array([d.n_states for d in dfas], dtype=np.int64)
     base = np.zeros(len(dfas) + 1, dtype=np.int64)
     np.cumsum(sizes, out=base[1:])
@@ -339,10 +313,9 @@ def _assemble(names: tuple[str, ...], start_rule: int, dfas: list[RuleDfa]) -> R
     cls_of_key[order] = np.arange(len(order), dtype=np.int32)
     cls_of_iv = cls_of_key[iv_key]
     rep_iv = first_iv[order]  # one interval per class
-    n_classes = len(rep_iv)
     byte_class = np.repeat(cls_of_iv, np.diff(bounds)).astype(np.int32)
 
-    trans = np.empty((n_states, n_classes), dtype=np.int32)
+    trans = np.empty((n_states, len(rep_iv)), dtype=np.int32)
     flags = np.zeros(n_states, dtype=np.int32)
     call_rule_parts, call_dst_parts, call_count = [], [], np.zeros(n_states, dtype=np.int32)
     for r, d in enumerate(dfas):
@@ -360,18 +333,30 @@ def _assemble(names: tuple[str, ...], start_rule: int, dfas: list[RuleDfa]) -> R
         call_count[b:e] = has_call.sum(axis=1)
     call_ptr = np.zeros(n_states + 1, dtype=np.int32)
     np.cumsum(call_count, out=call_ptr[1:])
-    rule_of = np.repeat(np.arange(len(dfas), dtype=np.int32), sizes)
-    rule_start = base[:-1].astype(np.int32)  # every rule DFA starts at its state 0
-    nullable = np.array(_nullable(dfas), dtype=np.int32)
+    return _Tables(
+        base=base,
+        byte_class=byte_class,
+        trans=trans,
+        flags=flags,
+        rule_of=np.repeat(np.arange(len(dfas), dtype=np.int32), sizes),
+        call_ptr=call_ptr,
+        call_rule=np.concatenate(call_rule_parts).astype(np.int32),
+        call_dst=np.concatenate(call_dst_parts).astype(np.int32),
+        rule_start=base[:-1].astype(np.int32),  # every rule DFA starts at its state 0
+    )
+
+
+def _assemble(names: tuple[str, ...], start_rule: int, t: _Tables) -> RuleAutomata:
+    nullable = _derivable(t, use_bytes=False).astype(np.int32)
     blob = pack_grammar(
-        byte_class,
-        trans,
-        flags,
-        rule_of,
-        call_ptr,
-        np.concatenate(call_rule_parts).astype(np.int32),
-        np.concatenate(call_dst_parts).astype(np.int32),
-        rule_start,
+        t.byte_class,
+        t.trans,
+        t.flags,
+        t.rule_of,
+        t.call_ptr,
+        t.call_rule,
+        t.call_dst,
+        t.rule_start,
         nullable,
         start_rule,
     )
@@ -379,10 +364,10 @@ def _assemble(names: tuple[str, ...], start_rule: int, dfas: list[RuleDfa]) -> R
         rule_names=names,
         start_rule=start_rule,
         blob=blob,
-        n_states=n_states,
-        n_classes=n_classes,
-        byte_class=byte_class,
-        state_base=base.astype(np.int32),
+        n_states=t.trans.shape[0],
+        n_classes=t.trans.shape[1],
+        byte_class=t.byte_class,
+        state_base=t.base.astype(np.int32),
     )
 
 

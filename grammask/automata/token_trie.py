@@ -8,6 +8,7 @@ shared prefix is reused, and a rejected prefix skips all tokens that extend it.
 from __future__ import annotations
 
 import threading
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +17,7 @@ from ..mask_kernels.matcher_kernels import pack_trie
 from ..mask_kernels.trie import build_lcp, build_skip
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TokenTrie:
     """Flat arrays over the tokens a grammar can produce (special tokens left out)."""
 
@@ -41,6 +42,17 @@ class TokenTrie:
 
 
 _lock = threading.Lock()
+_shared: "weakref.WeakKeyDictionary[TokenTrie, tuple[dict, threading.Lock]]" = (
+    weakref.WeakKeyDictionary())
+
+
+def shared_store(trie: TokenTrie) -> tuple[dict, threading.Lock]:
+    """A dict (and its lock) for results shared by every grammar of this vocabulary."""
+    with _lock:
+        store = _shared.get(trie)
+        if store is None:
+            store = _shared[trie] = ({}, threading.Lock())
+    return store
 
 
 def token_trie_of(tokenizer_info) -> TokenTrie:

@@ -25,7 +25,7 @@ from functools import lru_cache
 from ..errors import GrammarError
 from . import ir
 from . import regex_ast as A
-from .regex_charclass import any_ranges, in_ranges, literal_ranges
+from .regex_charclass import ALL_CHARS, NEWLINE, any_ranges, in_ranges, literal_ranges
 
 try:  # Python >= 3.11
     from re import _constants as C
@@ -100,23 +100,24 @@ def _translate_uncached(pattern: str, flags: int, semantics: str) -> ir.Expr:
         raise GrammarError(f"regex {_short(pattern)} is too large: about {A.size(root)} "
                            f"character positions once repetitions are counted "
                            f"(limit {MAX_REPEAT_SIZE})")
-    if semantics == "fullmatch":
-        try:
-            return _direct(root, _YES, _YES)
-        except _NeedAutomaton:
-            pass
-    elif semantics == "search":
-        try:
-            return _direct_search(root)
-        except _NeedAutomaton:
-            pass
-    else:
+    label = f"regex {_short(pattern, 40)}"
+    if semantics == "match":
+        # Leftmost-first priority involves the whole pattern: one automaton.
         _check_match_lookbehinds(root, describe)
+        return _automaton(root, "match", label, describe)
+    # fullmatch(A|B) and search(A|B) are the unions over the branches.
+    out = []
+    for branch in _top_branches(root):
+        items = _items(branch) if semantics == "fullmatch" else _search_items(branch)
+        out.append(_windowed(items, label, describe))
+    return ir.alt(out)
+
+
+def _automaton(node: A.Node, semantics: str, label: str, describe) -> ir.Expr:
     from .regex_engine import build_dfa
     from .regex_utf8 import to_automaton
 
-    dfa = build_dfa(root, semantics, describe.generic)
-    return to_automaton(dfa, f"regex {_short(pattern, 40)}")
+    return to_automaton(build_dfa(node, semantics, describe.generic), label)
 
 
 def _short(pattern: str, limit: int = 60) -> str:
@@ -369,52 +370,131 @@ def _direct_anchor(kind: str, at_start: str, at_end: str) -> ir.Expr:
     raise _NeedAutomaton
 
 
-_ANY = ir.star(ir.any_char())
-_NL = ir.lit("\n")
-
-
-def _direct_search(root: A.Node) -> ir.Expr:
-    """``re.search`` semantics without an automaton: anchors only at the ends of top-level
-    branches. Each branch B becomes ``prefix B suffix`` where a leading ``^``/``\\A`` removes
-    the ``.*`` prefix, ``(?m)^`` makes it ``(.*\\n)?``, a trailing ``\\Z`` removes the suffix,
-    ``$`` makes it ``\\n?`` and ``(?m)$`` makes it ``(\\n.*)?``."""
-    node = root
+def _ungroup(node: A.Node) -> A.Node:
     while isinstance(node, A.Group):
         node = node.item
-    branches = node.items if isinstance(node, A.Alt) else (node,)
-    out = []
-    for branch in branches:
-        while isinstance(branch, A.Group):
-            branch = branch.item
-        items = list(branch.items) if isinstance(branch, A.Cat) else [branch]
-        start_kinds = set()
-        while items and isinstance(items[0], A.Anchor) and items[0].kind in (A.BOS, A.BOL):
-            start_kinds.add(items.pop(0).kind)
-        end_kinds = set()
-        while items and isinstance(items[-1], A.Anchor) and items[-1].kind in (
-                A.EOS, A.EOS_NL, A.EOL):
-            end_kinds.add(items.pop().kind)
-        if A.BOS in start_kinds:
-            prefix, s = ir.EMPTY, _YES
-        elif A.BOL in start_kinds:
-            prefix, s = ir.opt(ir.seq(_ANY, _NL)), _MAYBE
+    return node
+
+
+def _top_branches(root: A.Node) -> list:
+    node = _ungroup(root)
+    return list(node.items) if isinstance(node, A.Alt) else [node]
+
+
+def _items(node: A.Node) -> list:
+    node = _ungroup(node)
+    return list(node.items) if isinstance(node, A.Cat) else [node]
+
+
+_ANY_STAR = A.Repeat(A.Chars(ALL_CHARS), 0, None)
+_NEWLINE = A.Chars(NEWLINE)
+
+
+def _search_items(branch: A.Node) -> list:
+    """A top-level branch under ``re.search`` as items spanning the whole string: ``.*``
+    before and after, where leading ``^``/``\\A`` drop the prefix, ``(?m)^`` makes it
+    ``(.*\\n)?``, a trailing ``\\Z`` drops the suffix, ``$`` makes it ``\\n?`` and ``(?m)$`` makes
+    it ``(\\n.*)?``."""
+    items = _items(branch)
+    start_kinds = set()
+    while items and isinstance(items[0], A.Anchor) and items[0].kind in (A.BOS, A.BOL):
+        start_kinds.add(items.pop(0).kind)
+    end_kinds = set()
+    tail: list = []
+    while items and isinstance(items[-1], A.Anchor) and items[-1].kind in (
+            A.EOS, A.EOS_NL, A.EOL):
+        tail.insert(0, items[-1])
+        end_kinds.add(items.pop().kind)
+    if A.BOS in start_kinds:
+        prefix: list = []
+    elif A.BOL in start_kinds:
+        prefix = [A.Alt((A.EMPTY, A.Cat((_ANY_STAR, _NEWLINE))))]
+    else:
+        prefix = [_ANY_STAR]
+    if A.EOS in end_kinds:
+        suffix: list = []  # \Z forces the end, where $ and (?m)$ hold as well
+    elif end_kinds == {A.EOS_NL}:
+        suffix = [A.Repeat(_NEWLINE, 0, 1)]
+    elif end_kinds == {A.EOL}:
+        suffix = [A.Alt((A.EMPTY, A.Cat((_NEWLINE, _ANY_STAR))))]
+    else:
+        suffix = tail + [_ANY_STAR]  # no anchor, or a mixture left to the automaton
+    return prefix + items + suffix
+
+
+_FAR = 1 << 60  # "the whole rest of the string"
+
+
+def _reach(node: A.Node) -> tuple[int, int]:
+    """How many characters before and after its own span an item's assertions may inspect."""
+    if isinstance(node, A.Chars):
+        return 0, 0
+    if isinstance(node, (A.Cat, A.Alt)):
+        back = ahead = 0
+        for item in node.items:
+            b, a = _reach(item)
+            back, ahead = max(back, b), max(ahead, a)
+        return back, ahead
+    if isinstance(node, (A.Repeat, A.Group)):
+        return _reach(node.item)
+    if isinstance(node, A.Anchor):
+        return {A.BOS: (_FAR, 0), A.BOL: (1, 0), A.EOS: (0, _FAR), A.EOS_NL: (0, _FAR),
+                A.EOL: (0, 1), A.WORDB: (1, 1), A.NWORDB: (1, 1)}[node.kind]
+    if isinstance(node, A.Look):
+        b, a = _reach(node.item)
+        lo, hi = A.width(node.item)
+        if node.behind:
+            return min(_FAR, b + lo), a
+        return b, (_FAR if hi is None else min(_FAR, hi + a))
+    return _FAR, _FAR
+
+
+def _windowed(items: list, label: str, describe) -> ir.Expr:
+    """IR for items that together span the whole string (fullmatch semantics).
+
+    Items that need no automaton become IR directly (repetitions stay compact). Each item that
+    does (a lookaround, ``\\b``, an anchor away from the edges) gets an automaton for a window
+    of neighbouring items wide enough that everything its assertions inspect lies inside the
+    window (or at a real edge of the string), so the window can be compiled on its own.
+    """
+    n = len(items)
+    widths = [A.width(i) for i in items]
+    parts: list = [None] * n
+    need = []
+    for k, item in enumerate(items):
+        try:
+            parts[k] = _direct(item, _position(_YES, widths[:k]), _position(_YES, widths[k + 1:]))
+        except _NeedAutomaton:
+            need.append(k)
+    if not need:
+        return ir.seq(parts)
+    spans = []
+    for k in need:
+        back, ahead = _reach(items[k])
+        a, got = k, 0
+        while a > 0 and got < back:
+            a -= 1
+            got += widths[a][0]
+        b, got = k, 0
+        while b < n - 1 and got < ahead:
+            b += 1
+            got += widths[b][0]
+        spans.append((a, b))
+    spans.sort()
+    merged: list = []
+    for a, b in spans:
+        if merged and a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
         else:
-            prefix, s = _ANY, _MAYBE
-        if A.EOS in end_kinds:
-            suffix, e = ir.EMPTY, _YES
-            if A.EOS_NL in end_kinds or A.EOL in end_kinds:
-                pass  # \Z already forces the end, where $ and (?m)$ hold as well
-        elif A.EOS_NL in end_kinds:
-            if A.EOL in end_kinds:
-                raise _NeedAutomaton
-            suffix, e = ir.opt(_NL), _MAYBE
-        elif A.EOL in end_kinds:
-            suffix, e = ir.opt(ir.seq(_NL, _ANY)), _MAYBE
-        else:
-            suffix, e = _ANY, _MAYBE
-        middle = _direct(A.cat(items) if items else A.EMPTY, s, e)
-        out.append(ir.seq(prefix, middle, suffix))
-    return ir.alt(out)
+            merged.append((a, b))
+    out: list = []
+    k = 0
+    for a, b in merged:
+        out.extend(parts[k:a])
+        out.append(_automaton(A.cat(items[a:b + 1]), "fullmatch", label, describe))
+        k = b + 1
+    out.extend(parts[k:])
+    return ir.seq(out)
 
 
 # --------------------------------------------------------------------------- match semantics

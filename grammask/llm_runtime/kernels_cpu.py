@@ -412,15 +412,19 @@ def _attend(th, qkv, n_heads, group, head_dim, k_cache, v_cache, layer, n_past, 
     """One (token, head) pair: softmax(q . K / sqrt(d)) . V over positions 0..n_past+t."""
     t = th // n_heads
     h = th % n_heads
-    g = h // group
     q0 = h * head_dim
     n_keys = n_past + t + 1
+    # contiguous 1-D views keep the inner loops free of 4-D index arithmetic (they vectorize)
+    q = qkv[t, q0 : q0 + head_dim]
+    keys = k_cache[layer, h // group]
+    values = v_cache[layer, h // group]
     scores = np.empty(n_keys, np.float32)
     m = np.float32(-np.inf)
     for p in range(n_keys):
+        k = keys[p]
         s = np.float32(0.0)
         for j in range(head_dim):
-            s += qkv[t, q0 + j] * k_cache[layer, g, p, j]
+            s += q[j] * k[j]
         s *= scale
         scores[p] = s
         m = max(m, s)
@@ -429,13 +433,15 @@ def _attend(th, qkv, n_heads, group, head_dim, k_cache, v_cache, layer, n_past, 
         e = np.exp(scores[p] - m)
         scores[p] = e
         total += e
+    acc = np.zeros(head_dim, np.float32)
+    for p in range(n_keys):
+        v = values[p]
+        wgt = scores[p]
+        for j in range(head_dim):
+            acc[j] += wgt * v[j]
     inv = np.float32(1.0) / total
     for j in range(head_dim):
-        out[t, q0 + j] = 0.0
-    for p in range(n_keys):
-        wgt = scores[p] * inv
-        for j in range(head_dim):
-            out[t, q0 + j] += wgt * v_cache[layer, g, p, j]
+        out[t, q0 + j] = acc[j] * inv
 
 
 @njit(parallel=True, **_JIT_FAST)

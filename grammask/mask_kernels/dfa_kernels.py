@@ -488,3 +488,84 @@ def nfa_to_min_dfa(n_nfa, start, final, eps_src, eps_dst, e_src, e_lo, e_hi, e_d
             else:
                 calls[r, lb - k] = order_of[tb]
     return 0, bounds, trans, acc, calls
+
+
+# --------------------------------------------------------------------------- grammar analysis
+
+
+@nb.njit(cache=True, nogil=True)
+def derivable(trans, accept, call_ptr, call_rule, call_dst, rule_start, use_bytes):
+    """Which rules derive a string (``use_bytes``) or the empty string (not ``use_bytes``),
+    over the rule DFAs numbered into one table (``trans[n_states, n_classes]``, call edges
+    in CSR form). A state derives when it accepts, or has a byte edge (if ``use_bytes``) to a
+    deriving state, or a call edge to a deriving state whose called rule derives: a Horn
+    propagation, linear in the number of edges. Returns int8[n_rules]."""
+    n, k = trans.shape
+    n_rules = rule_start.shape[0]
+    n_calls = call_rule.shape[0]
+    rule_at = np.full(n, -1, dtype=np.int32)
+    for r in range(n_rules):
+        rule_at[rule_start[r]] = r
+    # predecessors by byte edges (CSR by target)
+    rb_ptr = np.zeros(n + 1, dtype=np.int32)
+    if use_bytes:
+        for s in range(n):
+            for c in range(k):
+                t = trans[s, c]
+                if t >= 0:
+                    rb_ptr[t + 1] += 1
+        for t in range(n):
+            rb_ptr[t + 1] += rb_ptr[t]
+    rb_src = np.empty(rb_ptr[n], dtype=np.int32)
+    if use_bytes:
+        fill = rb_ptr[:n].copy()
+        for s in range(n):
+            for c in range(k):
+                t = trans[s, c]
+                if t >= 0:
+                    rb_src[fill[t]] = s
+                    fill[t] += 1
+    # call edges: each fires when both its target state and its called rule derive
+    call_src = np.empty(n_calls, dtype=np.int32)
+    for s in range(n):
+        for e in range(call_ptr[s], call_ptr[s + 1]):
+            call_src[e] = s
+    by_dst_ptr, by_dst = _csr(n, call_dst)
+    by_rule_ptr, by_rule = _csr(n_rules, call_rule)
+    need = np.full(n_calls, 2, dtype=np.int8)
+    good = np.zeros(n, dtype=np.bool_)
+    derives = np.zeros(n_rules, dtype=np.int8)
+    stack = np.empty(n, dtype=np.int32)
+    top = 0
+    for s in range(n):
+        if accept[s]:
+            good[s] = True
+            stack[top] = s
+            top += 1
+    while top > 0:
+        top -= 1
+        t = stack[top]
+        for j in range(rb_ptr[t], rb_ptr[t + 1]):
+            s = rb_src[j]
+            if not good[s]:
+                good[s] = True
+                stack[top] = s
+                top += 1
+        for j in range(by_dst_ptr[t], by_dst_ptr[t + 1]):
+            e = by_dst[j]
+            need[e] -= 1
+            if need[e] == 0 and not good[call_src[e]]:
+                good[call_src[e]] = True
+                stack[top] = call_src[e]
+                top += 1
+        r = rule_at[t]
+        if r >= 0:
+            derives[r] = 1
+            for j in range(by_rule_ptr[r], by_rule_ptr[r + 1]):
+                e = by_rule[j]
+                need[e] -= 1
+                if need[e] == 0 and not good[call_src[e]]:
+                    good[call_src[e]] = True
+                    stack[top] = call_src[e]
+                    top += 1
+    return derives

@@ -40,6 +40,7 @@ from .earley import (
     F_CALLS,
     FULL,
     H_BLOCKS,
+    H_NCLASSES,
     H_NDENSE,
     HEADER,
     BLOCK_ROW,
@@ -114,17 +115,30 @@ def build_cache(g, root, items, sets, htab, meta, tok_bytes, tok_ptr, sorted_ids
     (when positive) are all left uncertain.
     """
     acc_bits[:] = 0
-    states = np.empty(max_depth + 1, dtype=np.int32)
-    unc = np.zeros(max_depth + 1, dtype=np.bool_)
-    exitp = np.zeros(max_depth + 1, dtype=np.bool_)
-    states[0] = root
+    return walk_range(g, root, 0, sorted_ids.shape[0], 0, False, items, sets, htab, meta,
+                      tok_bytes, tok_ptr, sorted_ids, lcp, skip, follow, acc_bits, unc_out, 0,
+                      max_depth, long_unc)
+
+
+@nb.njit(cache=True, nogil=True)
+def walk_range(g, state0, i0, i1, depth0, u0, items, sets, htab, meta, tok_bytes, tok_ptr,
+               sorted_ids, lcp, skip, follow, acc_bits, unc_out, n_unc, max_depth, long_unc):
+    """Classifies sorted tokens ``i0 <= i < i1``, which share their first ``depth0`` bytes,
+    from ``state0`` reached after those bytes (``u0``: whether the root rule could already
+    have been left on the way, making them uncertain). Sets accepted bits, appends uncertain
+    positions after ``n_unc`` and returns the new count (or FULL)."""
+    states = np.empty(max_depth + 2, dtype=np.int32)
+    unc = np.zeros(max_depth + 2, dtype=np.bool_)
+    exitp = np.zeros(max_depth + 2, dtype=np.bool_)
+    states[depth0] = state0
+    unc[depth0] = u0
     sub = -1  # depth where the Earley sub-parse starts; -1: stepping the DFA
-    n = sorted_ids.shape[0]
-    n_unc = 0
-    pushed = 0
-    i = 0
-    while i < n:
-        common = lcp[i]
+    pushed = depth0
+    i = i0
+    while i < i1:
+        common = lcp[i] if i > i0 else depth0
+        if common < depth0:
+            common = depth0
         if common < pushed:
             if sub >= 0:
                 if common < sub:
@@ -154,7 +168,7 @@ def build_cache(g, root, items, sets, htab, meta, tok_bytes, tok_ptr, sorted_ids
                     u = unc[pushed] or (pushed > 0 and (f & F_ACCEPT) != 0 and follow[b])
                     t = step(g, s, g[HEADER + b])
                     if t < 0:
-                        j = skip[p + pushed]
+                        j = min(skip[p + pushed], i1)
                         if u:
                             for q in range(i, j):
                                 unc_out[n_unc] = q
@@ -171,7 +185,7 @@ def build_cache(g, root, items, sets, htab, meta, tok_bytes, tok_ptr, sorted_ids
             if r == FULL:
                 return FULL
             if r != OK:
-                j = skip[p + pushed]
+                j = min(skip[p + pushed], i1)
                 if u:
                     for q in range(i, j):
                         unc_out[n_unc] = q
@@ -185,6 +199,233 @@ def build_cache(g, root, items, sets, htab, meta, tok_bytes, tok_ptr, sorted_ids
         if not dead:
             _set_bit(acc_bits, sorted_ids[i])
             i += 1
+    return n_unc
+
+
+# --------------------------------------------------------------------------- shared SCC walks
+#
+# Most of a cold state's walk is spent inside a loop of the automaton: the characters of a
+# JSON string, the digits of a number. States whose strongly connected component has the same
+# shape (same byte ranges between the same positions, same boundary, same acceptance) classify
+# the tokens that stay inside the loop identically, whatever lies after it. So the walk inside
+# the component is done once per shape and kept; a state then only walks the tokens that leave
+# its component (``exits``: trie ranges sharing the prefix up to and including the leaving
+# byte), from the state they leave to.
+
+SCC_MAX = 64  # components with more states are walked whole
+
+
+@nb.njit(cache=True, nogil=True)
+def scc_of_states(g):
+    """Strongly connected components of the byte transitions between table states.
+    Returns (component id per dense state, whether each component has a cycle, whether it
+    holds a state with rule calls)."""
+    n = g[H_NDENSE]
+    n_classes = g[H_NCLASSES]
+    index = np.full(n, -1, dtype=np.int32)
+    low = np.zeros(n, dtype=np.int32)
+    on_stack = np.zeros(n, dtype=np.bool_)
+    comp = np.full(n, -1, dtype=np.int32)
+    stack = np.empty(n, dtype=np.int32)
+    work_s = np.empty(n, dtype=np.int32)
+    work_c = np.empty(n, dtype=np.int32)
+    cyclic = np.zeros(n, dtype=np.bool_)
+    has_calls = np.zeros(n, dtype=np.bool_)
+    counter = 0
+    top = 0
+    n_comp = 0
+    for root in range(n):
+        if index[root] >= 0:
+            continue
+        wt = 0
+        work_s[0] = root
+        work_c[0] = 0
+        wt = 1
+        index[root] = low[root] = counter
+        counter += 1
+        stack[top] = root
+        top += 1
+        on_stack[root] = True
+        while wt > 0:
+            v = work_s[wt - 1]
+            c = work_c[wt - 1]
+            descended = False
+            while c < n_classes:
+                w = step(g, v, c)
+                c += 1
+                if w < 0 or w >= n:
+                    continue
+                if index[w] < 0:
+                    work_c[wt - 1] = c
+                    index[w] = low[w] = counter
+                    counter += 1
+                    stack[top] = w
+                    top += 1
+                    on_stack[w] = True
+                    work_s[wt] = w
+                    work_c[wt] = 0
+                    wt += 1
+                    descended = True
+                    break
+                if on_stack[w] and index[w] < low[v]:
+                    low[v] = index[w]
+            if descended:
+                continue
+            wt -= 1
+            if wt > 0:
+                parent = work_s[wt - 1]
+                if low[v] < low[parent]:
+                    low[parent] = low[v]
+            if low[v] == index[v]:
+                size = 0
+                calls = False
+                while True:
+                    top -= 1
+                    w = stack[top]
+                    on_stack[w] = False
+                    comp[w] = n_comp
+                    size += 1
+                    if state_flags(g, w) & F_CALLS:
+                        calls = True
+                    if w == v:
+                        break
+                loop = size > 1
+                if not loop:
+                    for c2 in range(n_classes):
+                        if step(g, v, c2) == v:
+                            loop = True
+                            break
+                cyclic[n_comp] = loop
+                has_calls[n_comp] = calls
+                n_comp += 1
+    return comp, cyclic[:n_comp].copy(), has_calls[:n_comp].copy()
+
+
+@nb.njit(cache=True, nogil=True)
+def scc_signature(g, root, comp, order, canon, sig):
+    """Canonical shape of ``root``'s component seen from ``root``: states numbered in BFS
+    order (written to ``order``; ``canon[state]`` gets the number, reset by the caller), and
+    for each its acceptance and, over bytes 0..255, runs of (last byte, target) with target
+    the BFS number, -1 (no edge) or -2 (leaves the component). Returns (signature length,
+    states numbered); the length is -1 when the component is larger than ``order``."""
+    n = g[H_NDENSE]
+    c0 = comp[root]
+    order[0] = root
+    canon[root] = 0
+    n_order = 1
+    k = 0
+    pos = 0
+    qi = 0
+    while qi < n_order:
+        s = order[qi]
+        qi += 1
+        sig[pos] = state_flags(g, s) & F_ACCEPT
+        pos += 1
+        prev = -3
+        for b in range(256):
+            t = step(g, s, g[HEADER + b])
+            if t < 0:
+                code = -1
+            elif t >= n or comp[t] != c0:
+                code = -2
+            else:
+                if canon[t] < 0:
+                    if n_order >= order.shape[0]:
+                        return -1, n_order
+                    canon[t] = n_order
+                    order[n_order] = t
+                    n_order += 1
+                code = canon[t]
+            if code != prev and b > 0:
+                sig[pos] = b - 1
+                sig[pos + 1] = prev
+                pos += 2
+            prev = code
+        sig[pos] = 255
+        sig[pos + 1] = prev
+        pos += 2
+        sig[pos] = -9  # end of state
+        pos += 1
+        k += 1
+    return pos, n_order
+
+
+@nb.njit(cache=True, nogil=True)
+def scc_walk(g, root, comp, canon, tok_bytes, tok_ptr, sorted_ids, lcp, skip, follow,
+             acc_bits, unc_out, exits, max_depth):
+    """The part of ``root``'s walk inside its component: accepted bits, uncertain positions,
+    and exit ranges ``(first, end, depth, canonical state, uncertain)``: tokens
+    ``first <= i < end`` leave the component by their byte ``depth`` from that state.
+    Returns (uncertain count, exit count)."""
+    n_dense = g[H_NDENSE]
+    c0 = comp[root]
+    acc_bits[:] = 0
+    states = np.empty(max_depth + 1, dtype=np.int32)
+    unc = np.zeros(max_depth + 1, dtype=np.bool_)
+    states[0] = root
+    n = sorted_ids.shape[0]
+    n_unc = 0
+    n_exit = 0
+    pushed = 0
+    i = 0
+    while i < n:
+        common = lcp[i]
+        if common < pushed:
+            pushed = common
+        p = tok_ptr[i]
+        length = tok_ptr[i + 1] - p
+        dead = False
+        while pushed < length:
+            b = tok_bytes[p + pushed]
+            s = states[pushed]
+            u = unc[pushed] or (pushed > 0 and (state_flags(g, s) & F_ACCEPT) != 0
+                                and follow[b])
+            t = step(g, s, g[HEADER + b])
+            if t < 0 or t >= n_dense or comp[t] != c0:
+                j = skip[p + pushed]
+                if t < 0:
+                    if u:
+                        for q in range(i, j):
+                            unc_out[n_unc] = q
+                            n_unc += 1
+                else:
+                    exits[n_exit, 0] = i
+                    exits[n_exit, 1] = j
+                    exits[n_exit, 2] = pushed
+                    exits[n_exit, 3] = canon[s]
+                    exits[n_exit, 4] = 1 if unc[pushed] else 0
+                    n_exit += 1
+                i = j
+                dead = True
+                break
+            pushed += 1
+            states[pushed] = t
+            unc[pushed] = u
+        if not dead:
+            _set_bit(acc_bits, sorted_ids[i])
+            i += 1
+    return n_unc, n_exit
+
+
+@nb.njit(cache=True, nogil=True)
+def apply_exits(g, order, exits, n_exits, items, sets, htab, meta, tok_bytes, tok_ptr,
+                sorted_ids, lcp, skip, follow, acc_bits, unc_out, n_unc, max_depth):
+    """Walks the exit ranges of a shared component walk from this state's own states (``order``
+    maps canonical numbers to them). Adds to ``acc_bits``/``unc_out``; returns the uncertain
+    count or FULL."""
+    for e in range(n_exits):
+        i0 = exits[e, 0]
+        i1 = exits[e, 1]
+        d = exits[e, 2]
+        s = order[exits[e, 3]]
+        b = tok_bytes[tok_ptr[i0] + d]
+        u = exits[e, 4] != 0 or (d > 0 and (state_flags(g, s) & F_ACCEPT) != 0 and follow[b])
+        t = step(g, s, g[HEADER + b])
+        n_unc = walk_range(g, t, i0, i1, d + 1, u, items, sets, htab, meta, tok_bytes,
+                           tok_ptr, sorted_ids, lcp, skip, follow, acc_bits, unc_out, n_unc,
+                           max_depth, 0)
+        if n_unc == FULL:
+            return FULL
     return n_unc
 
 
