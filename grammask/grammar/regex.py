@@ -468,9 +468,10 @@ def _windowed(items: list, label: str, describe) -> ir.Expr:
             need.append(k)
     if not need:
         return ir.seq(parts)
-    spans = []
-    for k in need:
-        back, ahead = _reach(items[k])
+    reach = [_reach(item) for item in items]
+
+    def extent(k: int) -> tuple[int, int]:
+        back, ahead = reach[k]
         a, got = k, 0
         while a > 0 and got < back:
             a -= 1
@@ -479,14 +480,34 @@ def _windowed(items: list, label: str, describe) -> ir.Expr:
         while b < n - 1 and got < ahead:
             b += 1
             got += widths[b][0]
-        spans.append((a, b))
-    spans.sort()
+        return a, b
+
     merged: list = []
-    for a, b in spans:
+    for a, b in sorted(extent(k) for k in need):
         if merged and a <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
+            merged[-1] = [merged[-1][0], max(b, merged[-1][1])]
         else:
-            merged.append((a, b))
+            merged.append([a, b])
+    # Every item inside a window (anchors translated directly included) must find what it
+    # inspects inside the window too: grow and merge until that holds.
+    changed = True
+    while changed:
+        changed = False
+        for w in merged:
+            for k in range(w[0], w[1] + 1):
+                a, b = extent(k)
+                if a < w[0] or b > w[1]:
+                    w[0], w[1] = min(a, w[0]), max(b, w[1])
+                    changed = True
+        merged.sort()
+        out_spans: list = []
+        for w in merged:
+            if out_spans and w[0] <= out_spans[-1][1]:
+                out_spans[-1][1] = max(out_spans[-1][1], w[1])
+                changed = True
+            else:
+                out_spans.append(w)
+        merged = out_spans
     out: list = []
     k = 0
     for a, b in merged:

@@ -209,6 +209,7 @@ class _Nfa:
         self._loop_ids = 0
         self._eol_engine: int | None = None
         self._sets: dict = {}
+        self._shared: dict = {}
         self.describe = describe
 
     def rset(self, ranges) -> _RS:
@@ -257,15 +258,22 @@ class _Nfa:
             self.anchor_kinds.add((node.kind, node.ascii_word))
             return self.add(_ACTX, (node.kind, node.ascii_word), nxt)
         if isinstance(node, A.Look):
+            # One sub-automaton per distinct body, however often the body occurs (repetitions
+            # are unrolled): equal conditions then share atoms and tracker states.
             if node.behind:
-                t = self.new_engine(node.item, spawn=True, accumulate=False, ordered=False,
-                                    in_lookbehind=True)
-                self.trackers.append(t)
-                return self.add(_LOOKB, self.trackers.index(t), nxt, node.negate)
+                t = self._shared.get(("behind", node.item))
+                if t is None:
+                    e = self.new_engine(node.item, spawn=True, accumulate=False, ordered=False,
+                                        in_lookbehind=True)
+                    self.trackers.append(e)
+                    t = self._shared[("behind", node.item)] = len(self.trackers) - 1
+                return self.add(_LOOKB, t, nxt, node.negate)
             if lb:
                 raise GrammarError(self.describe("a lookahead inside a lookbehind"))
-            e = self.new_engine(node.item, spawn=False, accumulate=True, ordered=False,
-                                in_lookbehind=False)
+            e = self._shared.get(("ahead", node.item))
+            if e is None:
+                e = self._shared[("ahead", node.item)] = self.new_engine(
+                    node.item, spawn=False, accumulate=True, ordered=False, in_lookbehind=False)
             return self.add(_LOOKA, e, nxt, node.negate)
         raise GrammarError(self.describe(f"unsupported construct {type(node).__name__}"))
 

@@ -284,5 +284,25 @@ def test_with_reference_oracle():
 ])
 def test_automata_are_minimal(pattern, semantics):
     e = regex_to_expr(pattern, semantics=semantics)
-    assert isinstance(e, ir.Automaton)
-    assert len(e.edges) == fsm.Dfa.from_automaton(e).minimize().n_states
+    automata = [x for x in _nodes(e) if isinstance(x, ir.Automaton)]
+    assert automata
+    for a in automata:
+        assert len(a.edges) == fsm.Dfa.from_automaton(a).minimize().n_states
+
+
+def _nodes(e):
+    yield e
+    for child in getattr(e, "items", ()):
+        yield from _nodes(child)
+    if isinstance(e, ir.Repeat):
+        yield from _nodes(e.item)
+
+
+def test_assertions_only_take_a_small_window():
+    # The \b needs one character on each side; the {1,256} stays a compact Repeat.
+    e = regex_to_expr(r"^[-a-z0-9.]{1,256}\.[a-z()]{1,6}\b([-a-z0-9()@:%_+.~#?&/=]*)$",
+                      semantics="search")
+    assert any(isinstance(x, ir.Repeat) and x.max == 256 for x in _nodes(e))
+    assert sum(len(x.edges) for x in _nodes(e) if isinstance(x, ir.Automaton)) < 100
+    check_exhaustive(r"a{1,3}(?<=a)\bb?(?=b)b+", ["a", "b", " "], 6)
+    check_exhaustive(r"x*(?<!y)y{2,}\B", ["x", "y", " "], 5, "search")
