@@ -63,9 +63,9 @@ class _Row:
 
     def feed(self, token: int, position: int) -> None:
         """The generated token at ``position`` (0 = first generated token)."""
-        if self.matcher is not None and self.n_accepted == position:
-            if self.matcher.accept_token(token):
-                self.n_accepted += 1
+        if (self.matcher is not None and self.n_accepted == position
+                and self.matcher.accept_token(token)):
+            self.n_accepted += 1
 
     def ended(self, n_generated: int) -> bool:
         return self.n_accepted < n_generated or self.matcher.is_terminated()

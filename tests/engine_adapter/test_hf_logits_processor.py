@@ -21,12 +21,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
-import jsonschema  # noqa: E402
-import lark  # noqa: E402
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: E402
-from transformers import (  # noqa: E402
+import jsonschema
+import lark
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
     LlamaConfig,
     LlamaForCausalLM,
     LogitsProcessor,
@@ -34,10 +34,10 @@ from transformers import (  # noqa: E402
     PreTrainedTokenizerFast,
 )
 
-import grammask as gm  # noqa: E402
-from grammask.engine_adapter import GrammaskLogitsProcessor  # noqa: E402
-from grammask.grammar import parse_grammar  # noqa: E402
-from grammask.grammar.reference import is_viable_prefix, matches  # noqa: E402
+import grammask as gm
+from grammask.engine_adapter import GrammaskLogitsProcessor
+from grammask.grammar import parse_grammar
+from grammask.grammar.reference import is_viable_prefix, matches
 
 PAD_EXTRA = 11  # the model's logits are wider than the tokenizer (padded embedding)
 
@@ -195,8 +195,9 @@ def test_generate_matches_constraint(tok, model, constraints, name):
     processor = GrammaskLogitsProcessor(compiled)
     prompts = ["Output:", "a much longer prompt, left padded"]
     finished = 0
-    runs = [dict(do_sample=False)] + [
-        dict(do_sample=True, temperature=t, top_k=k, top_p=p, eos_bonus=b, seed=s)
+    runs = [{"do_sample": False}] + [
+        {"do_sample": True, "temperature": t, "top_k": k, "top_p": p, "eos_bonus": b,
+         "seed": s}
         for s, (t, k, p, b) in enumerate([(1.0, 0, 1.0, 0.0), (0.7, 20, 1.0, 2.0),
                                           (1.3, 0, 0.9, 0.0), (1.0, 0, 1.0, 4.0)])
     ]
@@ -317,7 +318,7 @@ def test_deepseek_tokenizer_schema():
     processor = GrammaskLogitsProcessor.from_json_schema(schema, tok, any_whitespace=False)
     compiled = processor.compiled_grammars[0]
     finished = 0
-    for run in [dict(do_sample=False), dict(do_sample=True)]:
+    for run in [{"do_sample": False}, {"do_sample": True}]:
         torch.manual_seed(3)
         for ids in _generate(model, tok, ["Give me JSON:", "{"], processor,
                              max_new_tokens=24, **run):
@@ -505,5 +506,5 @@ def test_import_grammask_does_not_import_torch():
     code = ("import sys, grammask, grammask.engine_adapter; "
             "assert 'torch' not in sys.modules; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120)
+                         timeout=120, check=False)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
