@@ -37,9 +37,9 @@ from .regex_charclass import ALL_CHARS, NEWLINE, complement, word_ranges
 
 MAX_NFA_NODES = 50_000
 MAX_DFA_STATES = 20_000
-#: Budget of NFA node visits in epsilon closures for one regex: a deterministic bound on the
-#: construction time (about a second or two of CPU), past which it gives up with GrammarError.
-MAX_CLOSURE_WORK = 600_000
+#: Budget of NFA node visits (closures and steps) for one regex: a deterministic bound on the
+#: construction time (a few seconds of CPU at most), past which it gives up with GrammarError.
+MAX_CLOSURE_WORK = 400_000
 MAX_GUARD_ATOMS = 8
 
 # NFA node kinds
