@@ -306,3 +306,24 @@ def test_assertions_only_take_a_small_window():
     assert sum(len(x.edges) for x in _nodes(e) if isinstance(x, ir.Automaton)) < 100
     check_exhaustive(r"a{1,3}(?<=a)\bb?(?=b)b+", ["a", "b", " "], 6)
     check_exhaustive(r"x*(?<!y)y{2,}\B", ["x", "y", " "], 5, "search")
+
+
+def test_concurrent_compilation_agrees_with_sequential():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from grammask.grammar import regex as regex_module
+
+    patterns = [(r"\bfoo\b", "search"), (r"(?=\w*\d)\w{2,5}", "fullmatch"), (ESCAPED_STRING, "match"),
+                (r"(?i)[k-mσ]+(?<!σ)", "fullmatch"), (r"[^é😀]{1,3}\B", "search"), (C_COMMENT, "match")]
+    samples = ["foo", "a foo", "ab1", 'x"a\\"b"', "kΣσ", "kM", "é😀x", "/**/", "/* */ */", "aé"]
+
+    def verdicts(item):
+        pattern, semantics = item
+        regex_module._translate.cache_clear()
+        expr = regex_to_expr(pattern, semantics=semantics)
+        return [ir_matches(expr, s.encode()) for s in samples]
+
+    want = [[expected(p, s, sem) for s in samples] for p, sem in patterns]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(verdicts, patterns * 3))
+    assert got == want * 3
