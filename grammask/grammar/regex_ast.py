@@ -192,7 +192,7 @@ def size(node: Node) -> int:
 
 # --------------------------------------------------------------------------- backreferences
 
-MAX_GROUP_STRINGS = 256
+MAX_GROUP_STRINGS = 1024
 _UNMATCHED = None
 
 
@@ -253,7 +253,8 @@ def _dedupe(items: list[str]) -> list[str]:
 def expand_backrefs(root: Node, describe) -> Node:
     """Replace backreferences and conditionals by the finitely many strings their group can hold.
 
-    Exact when the group's language is finite (at most MAX_GROUP_STRINGS strings) and every path
+    Exact when the group's language is finite (at most MAX_GROUP_STRINGS strings, and the group
+    holds no lookaround or anchor) and every path
     that reaches the reference passes the group exactly once (or, through an optional ``?``,
     at most once). The alternation is placed where the group stands and covers the rest of the
     enclosing sequence, in the group's own priority order, so leftmost-first results are kept.
@@ -306,8 +307,9 @@ def _expand_group(root: Node, group: int, describe) -> Node:
     gnode = path[-1]
     strings = _finite_strings(gnode.item, MAX_GROUP_STRINGS)
     if strings is None:
-        raise GrammarError(describe("a backreference or conditional to a group whose language is "
-                                    f"not finite and small (at most {MAX_GROUP_STRINGS} strings)"))
+        raise GrammarError(describe(
+            "a backreference or conditional to a group whose language is not finite and small "
+            f"(at most {MAX_GROUP_STRINGS} strings, no lookarounds or anchors inside)"))
     total = _count_refs(root, group)
     optional = None
     for i in range(len(path) - 2, -1, -1):
