@@ -19,6 +19,7 @@ Excluded on purpose (Lark refuses them or behaves in ways unrelated to the langu
 from __future__ import annotations
 
 import importlib.util
+from types import SimpleNamespace
 
 from hypothesis import HealthCheck, assume, given, note, settings
 from hypothesis import strategies as st
@@ -26,12 +27,24 @@ from lark import Lark
 from lark.exceptions import GrammarError as LarkGrammarError
 from lark.exceptions import UnexpectedInput
 
+import grammask as gm
 from grammask.errors import GrammarError
 from grammask.grammar.ebnf import grammar_from_lark
 from grammask.grammar.reference import matches
 from grammask.testing import from_grammar
 
 HAVE_REGEX = importlib.util.find_spec("grammask.grammar.regex") is not None
+
+# a vocabulary of single bytes plus an end token (id 0): the matcher's verdict on a string is
+# accept_string, then the end token
+_BYTE_VOCAB = SimpleNamespace(vocab_size=257, decoded_vocab=[b""] + [bytes([b]) for b in range(256)],
+                              stop_token_ids=[0], special_token_ids=[0])
+_COMPILER = gm.GrammarCompiler(_BYTE_VOCAB)
+
+
+def matcher_accepts(compiled, s: str) -> bool:
+    m = gm.GrammarMatcher(compiled)
+    return m.accept_string(s) and m.accept_token(0)
 
 ALPHABET = "abc"
 MUTATION_CHARS = "abcAB #\n"
@@ -156,8 +169,10 @@ def test_ir_language_equals_lark_earley(text, data):
     for s in sentences:
         samples.append(mutate(s, data))
     samples.append(data.draw(st.text(MUTATION_CHARS, max_size=6)))
+    compiled = _COMPILER.compile_grammar(g)
     for s in samples:
         expected = lark_accepts(parser, s)
         assert matches(g, s.encode()) == expected, (s, expected)
+        assert matcher_accepts(compiled, s) == expected, ("matcher", s, expected)
     for s in sentences:
         assert lark_accepts(parser, s), s
