@@ -25,7 +25,6 @@ EOL = "(?m)$"  # end of a line
 WORDB = "\\b"
 NWORDB = "\\B"
 
-INF = None
 
 
 class Node:

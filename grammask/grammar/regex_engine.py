@@ -33,7 +33,7 @@ from bisect import bisect_right
 from ..errors import GrammarError
 from . import regex_ast as A
 from .ir import intersect_ranges, subtract_ranges
-from .regex_charclass import ALL_CHARS, NEWLINE, complement, word_ranges
+from .regex_charclass import ALL_CHARS, NEWLINE, word_ranges
 
 MAX_NFA_NODES = 50_000
 MAX_DFA_STATES = 20_000
@@ -994,4 +994,4 @@ def build_dfa(root: A.Node, semantics: str, describe) -> CodepointDfa:
     return builder.build()
 
 
-__all__ = ["CodepointDfa", "build_dfa", "complement"]
+__all__ = ["CodepointDfa", "build_dfa", "minimize_codepoint_dfa"]
