@@ -26,7 +26,6 @@ WORDB = "\\b"
 NWORDB = "\\B"
 
 
-
 class Node:
     __slots__ = ()
 
