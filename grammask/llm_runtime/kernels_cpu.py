@@ -3,9 +3,12 @@
 Weights are the raw GGUF bytes (one uint8 array for the whole file, tensors addressed by byte
 offset and quantization type id), so nothing is dequantized ahead of time. Activations going
 into a 32-block quantized matmul are themselves quantized to int8 per block of 32
-(``quantize_rows``) and the dot products run as integer SIMD (see ``simd.py``). Types without
-an integer path (K-quants, F16, BF16, F32) dequantize one weight row at a time into a float
-buffer and take float dot products with the unquantized activations.
+(``quantize_rows``) and the dot products run as integer SIMD (see ``simd.py``): Q4_0, Q4_1,
+Q5_0, Q5_1 and Q8_0 straight from their blocks (or, for several tokens at once, from a row
+unpacked once into bytes), Q4_K and Q5_K from unpacked rows (their 32-element sub-blocks have
+one scale and one offset each). Types without an integer path (Q6_K, whose sub-blocks of 16
+each have their own scale, and F16, BF16, F32) dequantize one weight row at a time into a
+float buffer and take float dot products with the unquantized activations.
 
 Every kernel releases the GIL (a grammar mask can be computed in another thread meanwhile).
 """
@@ -67,6 +70,20 @@ def row_nbytes(qtype, ncols):
 
 @njit(**_JIT)
 def has_int8_path(qtype):
+    """Types whose matrix products run on int8 activations (the others use float32)."""
+    return (
+        qtype == Q4_0
+        or qtype == Q4_1
+        or qtype == Q5_0
+        or qtype == Q5_1
+        or qtype == Q8_0
+        or qtype == Q4_K
+        or qtype == Q5_K
+    )
+
+
+@njit(**_JIT)
+def _has_fused_row_dot(qtype):
     return qtype == Q4_0 or qtype == Q4_1 or qtype == Q5_0 or qtype == Q5_1 or qtype == Q8_0
 
 
@@ -257,7 +274,29 @@ def _int8_row_dot(qtype, w, o, xq, xd, xsum, nb):
 def unpack_row_u8(qtype, w, o, nb, q, wd, wc):
     """Spread an int8-path row into unsigned quants ``q`` (32 per block), block scales
     ``wd`` and offset coefficients ``wc``, so that weight j of block b is
-    ``wd[b] * q[32 b + j] + wc[b]``."""
+    ``wd[b] * q[32 b + j] + wc[b]``. (Q4_K/Q5_K sub-blocks of 32 fit this form exactly:
+    scale d * sc, offset -dmin * m.)"""
+    if qtype == Q4_K or qtype == Q5_K:
+        bsz = 144 if qtype == Q4_K else 176
+        for sb in range(nb // 8):
+            bo = o + sb * bsz
+            d = _f16(w, bo)
+            dmin = _f16(w, bo + 2)
+            qo = bo + 16 if qtype == Q4_K else bo + 48
+            for c in range(4):
+                for half in range(2):
+                    sc, m = _k_scale_min(w, bo + 4, 2 * c + half)
+                    b = sb * 8 + 2 * c + half
+                    wd[b] = d * np.float32(sc)
+                    wc[b] = -dmin * np.float32(m)
+                    for j in range(32):
+                        v = w[qo + 32 * c + j]
+                        v = v >> np.uint8(4) if half else v & np.uint8(15)
+                        if qtype == Q5_K:
+                            hbit = (w[bo + 16 + j] >> np.uint8(2 * c + half)) & np.uint8(1)
+                            v |= hbit << np.uint8(4)
+                        q[b * 32 + j] = v
+        return
     for b in range(nb):
         if qtype == Q8_0:
             bo = o + b * 34
@@ -329,7 +368,7 @@ def matmul_segments(segs, w, ncols, x, xq, xd, xsum, out):
         qtype = segs[s, 1]
         ro = segs[s, 0] + r * row_nbytes(qtype, ncols)
         col = segs[s, 3] + r
-        if has_int8_path(qtype) and n >= _UNPACK_MIN_ROWS:
+        if has_int8_path(qtype) and (n >= _UNPACK_MIN_ROWS or not _has_fused_row_dot(qtype)):
             q = np.empty(ncols, np.uint8)
             wd = np.empty(nb, np.float32)
             wc = np.empty(nb, np.float32)

@@ -12,7 +12,8 @@ from grammask.llm_runtime.gguf_file import QUANT_IDS
 from .tiny_gguf import random_blocks
 
 ALL_TYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"]
-INT8_TYPES = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"]
+INT8_TYPES = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K"]
+FUSED_TYPES = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"]
 
 
 def _tensor(type_name, rows, cols, rng, pad=7):
@@ -104,7 +105,7 @@ def _caller(row_dot):
 
 
 @pytest.mark.parametrize("variant", ["generic", "vnni"])
-@pytest.mark.parametrize("type_name", INT8_TYPES)
+@pytest.mark.parametrize("type_name", FUSED_TYPES)
 def test_both_simd_variants_of_row_dot(variant, type_name):
     # The portable IR runs on hosts without VNNI; test it here too (and VNNI where present).
     from grammask.llm_runtime import simd
@@ -127,3 +128,43 @@ def test_both_simd_variants_of_row_dot(variant, type_name):
         got = call(buf, off + r * rb, xq[0], xd[0], xs[0], 8)
         ref = W[r] @ xin
         assert abs(got - ref) <= 2e-6 * np.abs(W[r]).sum() * np.abs(xin).max()
+
+
+@pytest.mark.parametrize("variant", ["generic", "vnni"])
+@pytest.mark.parametrize("type_name", INT8_TYPES)
+def test_unpacked_rows_and_both_variants_of_unpacked_dot(variant, type_name):
+    from grammask.llm_runtime import simd
+
+    if variant == "vnni" and not simd.HOST_HAS_VNNI:
+        pytest.skip("host has no VNNI")
+    call = _unpacked_caller(
+        simd.VNNI_UNPACKED_DOT if variant == "vnni" else simd.GENERIC_UNPACKED_DOT
+    )
+    rng = np.random.default_rng(4)
+    buf, off, W = _tensor(type_name, 2, 512, rng)
+    q = np.empty(512, np.uint8)
+    wd = np.empty(16, np.float32)
+    wc = np.empty(16, np.float32)
+    K.unpack_row_u8(QUANT_IDS[type_name], buf, off, 16, q, wd, wc)
+    # the unpacked form reproduces the weights exactly
+    np.testing.assert_allclose(
+        (wd[:, None] * q.reshape(16, 32) + wc[:, None]).reshape(-1), W[0], rtol=1e-6, atol=1e-7
+    )
+    x = rng.standard_normal((1, 512)).astype(np.float32)
+    xq = np.empty((1, 512), np.int8)
+    xd = np.empty((1, 16), np.float32)
+    xs = np.empty_like(xd)
+    K.quantize_rows(x, xq, xd, xs)
+    xin = (xq.reshape(-1, 32) * xd[0, :, None].astype(np.float64)).reshape(512)
+    got = call(q, wd, wc, xq[0], xd[0], xs[0], 16)
+    assert abs(got - W[0] @ xin) <= 2e-6 * np.abs(W[0]).sum() * np.abs(xin).max()
+
+
+def _unpacked_caller(dot):
+    from numba import njit
+
+    @njit
+    def call(q, wd, wc, xq, xd, xs, nb):
+        return dot(q, wd, wc, xq, xd, xs, nb)
+
+    return call
