@@ -77,12 +77,16 @@ class GrammaskLogitsProcessor(LogitsProcessor):
     Pass it to ``model.generate(..., logits_processor=LogitsProcessorList([processor]))``.
     Works with greedy search, sampling (the mask is applied before temperature, top-k and
     top-p, which transformers runs after custom processors), ``num_return_sequences``, beam
-    search, assisted decoding, left-padded batches, and on CPU or CUDA scores.
+    search, assisted decoding and left-padded batches. Scores on the CPU are masked by the
+    Numba kernel; scores on an accelerator by torch operations on the device.
 
     Once a row's matcher has accepted a stop token, or the row produced a token the grammar
     does not allow (a beam search candidate whose score was already ``-inf``, or a token some
     later processor forced), only stop tokens are allowed for that row. A grammar that is
     complete and cannot continue allows only stop tokens by itself.
+
+    ``min_new_tokens`` (which forbids eos) conflicts with a grammar that is complete and
+    allows only eos: that row then has no allowed token left, and sampling fails.
 
     One processor serves one ``generate`` call at a time. It notices a new call when the
     batch size changes, the prompt differs, or the sequences grew by more than one token;

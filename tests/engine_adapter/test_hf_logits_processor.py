@@ -274,16 +274,23 @@ def test_beam_search(tok, model, constraints, do_sample):
     assert finished >= 1
 
 
-def test_assisted_decoding_equals_greedy(tok, model, constraints):
-    compiled, validate = constraints["lark"]
-    enc = tok(["Compute:"], return_tensors="pt")
-    procs = [_FavourEos(tok.eos_token_id), GrammaskLogitsProcessor(compiled)]
-    greedy = model.generate(**enc, logits_processor=LogitsProcessorList(procs),
-                            do_sample=False, max_new_tokens=30)
-    procs = [_FavourEos(tok.eos_token_id), GrammaskLogitsProcessor(compiled)]
-    assisted = model.generate(**enc, logits_processor=LogitsProcessorList(procs),
-                              do_sample=False, max_new_tokens=30, assistant_model=model)
+@pytest.mark.parametrize("name", ["schema", "gbnf"])
+def test_assisted_decoding_equals_greedy(tok, model, constraints, name, monkeypatch):
+    """The model drafts for itself: drafts are cut back between calls, and the result must
+    be exactly greedy search's."""
+    compiled, validate = constraints[name]
+    enc = tok(["x"], return_tensors="pt")
+    greedy = model.generate(**enc, logits_processor=LogitsProcessorList(
+        [GrammaskLogitsProcessor(compiled)]), do_sample=False, max_new_tokens=30)
+    realigned = []
+    realign = GrammaskLogitsProcessor._realign
+    monkeypatch.setattr(GrammaskLogitsProcessor, "_realign",
+                        lambda self, *a: realigned.append(1) or realign(self, *a))
+    assisted = model.generate(**enc, logits_processor=LogitsProcessorList(
+        [GrammaskLogitsProcessor(compiled)]), do_sample=False, max_new_tokens=30,
+        assistant_model=model)
     assert assisted.tolist() == greedy.tolist()
+    assert len(realigned) >= 2
     _check(tok, compiled, validate, greedy[0, enc.input_ids.shape[1]:].tolist())
 
 
@@ -407,6 +414,22 @@ def test_bfloat16_scores(tok, model, constraints):
     scores = torch.zeros((1, model.config.vocab_size), dtype=torch.bfloat16)
     processor(torch.tensor([[1]]), scores)
     assert _allowed(scores.float())[0] == _matcher_allowed(compiled, [])
+
+
+def test_accelerator_path_equals_cpu_kernel():
+    """The torch-only masking used for scores off the CPU (run here on CPU tensors)."""
+    from grammask.engine_adapter.hf_logits_processor import _apply_on_device
+
+    rng = np.random.default_rng(0)
+    vocab = 70
+    bitmask = rng.integers(-(2**31), 2**31, size=(3, 3), dtype=np.int64).astype(np.int32)
+    bitmask[1] = -1
+    base = torch.randn((3, vocab + 6))
+    want, got = base.clone(), base.clone()
+    gm.apply_token_bitmask_inplace(want, bitmask, vocab_size=vocab)
+    _apply_on_device(got, bitmask, vocab)
+    assert torch.equal(want, got)
+    assert torch.isneginf(got[0, :vocab]).any() and torch.isfinite(got[1]).all()
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
