@@ -104,9 +104,9 @@ _MATRICES = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", 
 class Transformer:
     """A GGUF model ready to run: ``forward(tokens) -> logits`` with a KV cache.
 
-    Parameters: ``path`` of a GGUF file; ``n_ctx``, the KV cache capacity (default and
-    maximum: the model's context length; the cache is allocated lazily by the OS, so only
-    positions actually used take memory).
+    Parameters: ``path`` of a GGUF file; ``n_ctx``, the most tokens the KV cache may hold
+    (default and maximum: the model's context length). The cache grows as tokens arrive
+    (doubling), so memory follows the tokens actually used, not ``n_ctx``.
     """
 
     def __init__(self, path: str | os.PathLike[str], n_ctx: int | None = None):
@@ -115,10 +115,11 @@ class Transformer:
         cfg = self.config = read_config(self.file)
         self._check_and_collect()
         self.n_ctx = min(int(n_ctx or cfg.context_length), cfg.context_length)
-        shape = (cfg.n_layers, cfg.n_kv_heads, self.n_ctx, cfg.head_dim)
-        self.k_cache = np.zeros(shape, np.float32)
-        self.v_cache = np.zeros(shape, np.float32)
+        self.k_cache = self.v_cache = np.zeros(
+            (cfg.n_layers, cfg.n_kv_heads, 0, cfg.head_dim), np.float32
+        )
         self.tokens: list[int] = []  # what the KV cache holds
+        self._reserve(min(256, self.n_ctx))
 
     # -- loading -----------------------------------------------------------------------
     def _matrix(self, name: str, rows: int, cols: int) -> tuple[int, int]:
@@ -202,6 +203,19 @@ class Transformer:
             [L, c.dim, c.ffn_dim, c.n_heads, c.n_kv_heads, c.head_dim, c.vocab_size], np.int64
         )
 
+    def _reserve(self, n: int) -> None:
+        """Make room for n positions in the KV cache, keeping the cached ones."""
+        cap = self.k_cache.shape[2]
+        if n <= cap:
+            return
+        new_cap = min(self.n_ctx, max(n, 2 * cap))
+        c = self.config
+        shape = (c.n_layers, c.n_kv_heads, new_cap, c.head_dim)
+        k, v = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+        k[:, :, : self.n_past] = self.k_cache[:, :, : self.n_past]
+        v[:, :, : self.n_past] = self.v_cache[:, :, : self.n_past]
+        self.k_cache, self.v_cache = k, v
+
     # -- running -----------------------------------------------------------------------
     @property
     def n_past(self) -> int:
@@ -221,6 +235,7 @@ class Transformer:
             )
         if toks.min() < 0 or toks.max() >= self.config.vocab_size:
             raise ValueError(f"token id out of range [0, {self.config.vocab_size})")
+        self._reserve(self.n_past + toks.size)
         logits = _forward(
             self.file.data,
             self.dims,
