@@ -145,3 +145,15 @@ def test_unsupported_architecture_and_quant_type(tmp_path):
     w.close()
     with pytest.raises(ModelFormatError, match=r"blk.0.attn_v.weight.*Q2_K"):
         Transformer(tmp_path / "q2.gguf")
+
+
+def test_kv_cache_grows_past_its_first_capacity(tmp_path):
+    path = write_tiny_model(tmp_path / "m.gguf", ctx=1024, matrix_type="F16", embd_type="F16")
+    toks = np.random.default_rng(0).integers(0, 64, 300).tolist()
+    whole = Transformer(path).forward(toks, all_logits=True)
+    model = Transformer(path)
+    assert model.k_cache.shape[2] == 256
+    model.forward(toks[:200])
+    tail = model.forward(toks[200:], all_logits=True)
+    assert 300 <= model.k_cache.shape[2] <= 1024
+    np.testing.assert_allclose(tail, whole[200:], rtol=0, atol=1e-4 * np.abs(whole).max())
