@@ -18,6 +18,7 @@ The Python walk is the part that costs, so it avoids repeated work:
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -38,14 +39,14 @@ from ..grammar.ir import (
     Repeat,
     Seq,
 )
-from ..mask_kernels.dfa_kernels import TOO_MANY_STATES, nfa_to_min_dfa
+from ..mask_kernels.dfa_kernels import TOO_MANY_STATES, build_min_dfa
 
 #: Limits of one rule's construction (the same as the Python toolkit's).
 MAX_NFA_STATES = fsm.MAX_NFA_STATES
 MAX_DFA_STATES = 1_000_000
 
-#: Process-wide cache of fragments of reference-free expressions (entries, not bytes).
-FRAGMENT_CACHE_SIZE = 512
+#: Size of the process-wide cache of DFAs of reference-free expressions.
+FRAGMENT_CACHE_BYTES = 32 << 20
 
 CallSymbol = Callable[[str], "int | Expr"]
 
@@ -60,18 +61,26 @@ class RuleDfa:
     arrays. ``bounds`` cuts the bytes into classes (class c is ``bounds[c]..bounds[c+1]-1``);
     ``trans[s, c]`` is the successor on class c or -1; ``calls[s, j]`` the successor after a
     call of rule ``call_syms[j]`` or -1. An empty language is one rejecting state.
+    ``rows``, ``acc_states`` and ``call_rows`` hold the same automaton as flat lists (edges
+    as src, lo, hi, dst; calls as src, symbol, dst) for copying into NFAs.
     Immutable by convention (fragments are shared across grammars).
     """
 
-    __slots__ = ("_rows", "accept", "bounds", "call_syms", "calls", "trans")
+    __slots__ = ("acc_states", "accept", "bounds", "call_rows", "call_syms", "calls", "rows",
+                 "trans")
 
-    def __init__(self, bounds, trans, accept, call_syms, calls):
+    def __init__(self, bounds, trans, accept, call_syms, calls, rows=None, acc_states=None,
+                 call_rows=None):
         self.bounds = bounds  # int32[k+1]
         self.trans = trans  # int32[n, k]
         self.accept = accept  # bool[n]
         self.call_syms = call_syms  # int32[j], increasing
         self.calls = calls  # int32[n, j]
-        self._rows = None
+        if rows is None:
+            rows, acc_states, call_rows = _rows_of(self)
+        self.rows = rows
+        self.acc_states = acc_states
+        self.call_rows = call_rows
 
     @property
     def n_states(self) -> int:
@@ -95,15 +104,8 @@ class RuleDfa:
             and np.array_equal(self.byte_table(), other.byte_table())
         )
 
-    def edge_rows(self):
-        """(edges int32[m, 4] as (src, lo, hi, dst) with adjacent classes merged, accepting
-        states, calls int32[mc, 3] as (src, symbol, dst)); computed once."""
-        if self._rows is None:
-            self._rows = _edge_rows(self)
-        return self._rows
 
-
-def _edge_rows(d: RuleDfa):
+def _rows_of(d: RuleDfa):
     k = d.trans.shape[1]
     flat = d.trans.ravel()
     idx = np.flatnonzero(flat >= 0)
@@ -116,25 +118,35 @@ def _edge_rows(d: RuleDfa):
     edges = np.stack([s[first], bounds[c[first]], bounds[c[last] + 1] - 1, t[first]], axis=1)
     cs, cj = np.nonzero(d.calls >= 0)
     calls = np.stack([cs, d.call_syms[cj], d.calls[cs, cj]], axis=1)
-    return (edges.astype(_I32), np.flatnonzero(d.accept).astype(_I32), calls.astype(_I32))
+    return (edges.astype(_I32).ravel(), np.flatnonzero(d.accept).astype(_I32),
+            calls.astype(_I32).ravel())
 
 
 # --------------------------------------------------------------------------- public entry
 
 
-def rule_dfa(expr: Expr, call_symbol: CallSymbol | None = None,
-             memo: dict | None = None) -> RuleDfa:
+def rule_dfa(expr: Expr, call_symbol: CallSymbol | None = None) -> RuleDfa:
     """The canonical minimal DFA of ``expr``.
 
     ``call_symbol(name)`` maps a rule reference to a call symbol (an int: the reference
     becomes a call edge) or to the rule's expression (inlined); without it a reference is an
-    error. ``memo`` (a dict the caller keeps for one grammar, with one ``call_symbol``)
-    shares the fragments of inlined rules between the rules of that grammar.
-    Raises GrammarError for recursive inlining and automata past the size limits.
+    error. Raises GrammarError for recursive inlining and automata past the size limits.
     """
-    nfa = _Nfa()
-    _Builder(nfa, call_symbol, memo if memo is not None else {}).build(expr, 0, 1)
-    return nfa.minimal_dfa()
+    return GrammarDfas(call_symbol).rule_dfa(expr)
+
+
+class GrammarDfas:
+    """:func:`rule_dfa` for the rules of one grammar, sharing the DFAs of sub-expressions
+    between them. ``single_use`` names inlined rules referenced once in the grammar: they
+    are emitted in place rather than reduced to a DFA of their own first."""
+
+    def __init__(self, call_symbol: CallSymbol | None, single_use=frozenset()):
+        self.call_symbol = call_symbol
+        self.single_use = single_use
+        self.memo: dict[Expr, RuleDfa] = {}
+
+    def rule_dfa(self, expr: Expr) -> RuleDfa:
+        return _Builder(_Nfa(), self).fragment(expr)
 
 
 def rule_dfa_reference(expr: Expr, call_symbol: CallSymbol | None = None) -> RuleDfa:
@@ -178,14 +190,25 @@ def dfa_without_calls(d: RuleDfa, keep_sym) -> RuleDfa:
     keep = np.array([bool(keep_sym(int(s))) for s in d.call_syms], dtype=bool)
     if keep.all():
         return d
+    calls = d.call_rows.reshape(-1, 3).astype(np.int64)
+    calls = calls[keep[np.searchsorted(d.call_syms, calls[:, 1])]]
+    edges = d.rows.reshape(-1, 4).astype(np.int64)
     nfa = _Nfa()
-    nfa.embed(d, 0, 1, keep_call=keep)
+    first = nfa.new_states(d.n_states)
+    edges[:, [0, 3]] += first
+    calls[:, [0, 2]] += first
+    nfa.edges = edges.ravel().tolist()
+    nfa.calls = calls.ravel().tolist()
+    nfa.eps = [0, first] + [x for a in d.acc_states.tolist() for x in (first + a, 1)]
     return nfa.minimal_dfa()
 
 
 def clear_fragment_cache() -> None:
     """Forgets the process-wide fragments (for tests and benchmarks)."""
-    _FRAGMENTS.clear()
+    global _fragment_bytes
+    with _FRAGMENTS_LOCK:
+        _FRAGMENTS.clear()
+        _fragment_bytes = 0
     _UTF8_TEMPLATES.clear()
 
 
@@ -195,17 +218,20 @@ def clear_fragment_cache() -> None:
 class _Nfa:
     """An epsilon-NFA under construction: state 0 is the entry, state 1 the exit.
 
-    Small pieces are appended to flat Python lists; fragments are added as numpy blocks.
+    Edges go to flat Python lists; a copy of a fragment (a RuleDfa) is recorded as four ints
+    and written out by the kernel.
     """
 
-    __slots__ = ("blocks", "calls", "edges", "eps", "n")
+    __slots__ = ("calls", "copies", "edges", "eps", "frag_index", "frags", "n")
 
     def __init__(self):
         self.n = 2
         self.eps: list[int] = []  # src, dst, src, dst...
         self.edges: list[int] = []  # src, lo, hi, dst...
         self.calls: list[int] = []  # src, symbol, dst...
-        self.blocks: list[tuple] = []  # (eps[.,2], edges[.,4], calls[.,3]) numpy blocks
+        self.copies: list[int] = []  # fragment, entry, exit, first state...
+        self.frags: list[RuleDfa] = []
+        self.frag_index: dict[int, int] = {}
 
     def new_states(self, count: int) -> int:
         first = self.n
@@ -217,54 +243,45 @@ class _Nfa:
             )
         return first
 
-    def embed(self, d: RuleDfa, srcs, dsts, keep_call=None) -> None:
-        """Adds one copy of ``d`` from ``srcs[i]`` to ``dsts[i]`` for every i (scalars: one)."""
-        edges, acc, calls = d.edge_rows()
-        if keep_call is not None:
-            calls = calls[keep_call[np.searchsorted(d.call_syms, calls[:, 1])]]
-        srcs = np.atleast_1d(np.asarray(srcs, dtype=np.int64))
-        dsts = np.atleast_1d(np.asarray(dsts, dtype=np.int64))
-        copies, n = len(srcs), d.n_states
-        offs = self.new_states(copies * n) + n * np.arange(copies, dtype=np.int64)
-        e = np.tile(edges.astype(np.int64), (copies, 1))
-        shift = np.repeat(offs, len(edges))
-        e[:, 0] += shift
-        e[:, 3] += shift
-        c = np.tile(calls.astype(np.int64), (copies, 1))
-        shift = np.repeat(offs, len(calls))
-        c[:, 0] += shift
-        c[:, 2] += shift
-        eps = np.concatenate([
-            np.stack([srcs, offs], axis=1),
-            np.stack([(offs[:, None] + acc[None, :]).ravel(),
-                      np.repeat(dsts, len(acc))], axis=1),
-        ])
-        self.blocks.append((eps, e, c))
-
-    def arrays(self):
-        eps = [np.array(self.eps, dtype=np.int64).reshape(-1, 2)]
-        edges = [np.array(self.edges, dtype=np.int64).reshape(-1, 4)]
-        calls = [np.array(self.calls, dtype=np.int64).reshape(-1, 3)]
-        for be, bd, bc in self.blocks:
-            eps.append(be)
-            edges.append(bd)
-            calls.append(bc)
-        return np.concatenate(eps), np.concatenate(edges), np.concatenate(calls)
+    def embed(self, d: RuleDfa, src: int, dst: int) -> None:
+        """Adds a copy of ``d`` from ``src`` to ``dst``."""
+        f = self.frag_index.get(id(d))
+        if f is None:
+            f = self.frag_index[id(d)] = len(self.frags)
+            self.frags.append(d)
+        self.copies += (f, src, dst, self.new_states(d.n_states))
 
     def minimal_dfa(self) -> RuleDfa:
-        eps, edges, calls = self.arrays()
-        call_syms, col = np.unique(calls[:, 1], return_inverse=True)
-        status, bounds, trans, accept, call_tab = nfa_to_min_dfa(
-            self.n, 0, 1,
-            eps[:, 0].astype(_I32), eps[:, 1].astype(_I32),
-            edges[:, 0].astype(_I32), edges[:, 1].astype(_I32), edges[:, 2].astype(_I32),
-            edges[:, 3].astype(_I32),
-            calls[:, 0].astype(_I32), col.reshape(-1).astype(_I32), calls[:, 2].astype(_I32),
-            len(call_syms), MAX_DFA_STATES,
+        frags = self.frags
+        if self.copies == [0, 0, 1, 2] and not (self.eps or self.edges or self.calls):
+            return frags[0]  # exactly one fragment: already minimal
+        ptr = np.zeros((len(frags) + 1, 3), dtype=np.int64)
+        if frags:
+            sizes = np.array([(len(d.rows) // 4, len(d.acc_states), len(d.call_rows) // 3)
+                              for d in frags], dtype=np.int64)
+            np.cumsum(sizes, axis=0, out=ptr[1:])
+            f_edges = np.concatenate([d.rows for d in frags])
+            f_acc = np.concatenate([d.acc_states for d in frags])
+            f_calls = np.concatenate([d.call_rows for d in frags])
+        else:
+            f_edges = f_acc = f_calls = _EMPTY
+        status, *arrays = build_min_dfa(
+            self.n,
+            np.array(self.eps, dtype=_I32),
+            np.array(self.edges, dtype=_I32),
+            np.array(self.calls, dtype=_I32),
+            np.array(self.copies, dtype=_I32),
+            ptr, f_edges, f_acc, f_calls,
+            MAX_DFA_STATES,
         )
         if status == TOO_MANY_STATES:
             raise GrammarError(f"automaton too large: more than {MAX_DFA_STATES} DFA states")
-        return RuleDfa(bounds, trans, accept.astype(bool), call_syms.astype(_I32), call_tab)
+        bounds, trans, accept, call_syms, calls, rows, acc_states, call_rows = arrays
+        return RuleDfa(bounds, trans, accept.view(bool), call_syms, calls, rows, acc_states,
+                       call_rows)
+
+
+_EMPTY = np.zeros(0, dtype=_I32)
 
 
 # --------------------------------------------------------------------------- UTF-8 templates
@@ -306,18 +323,28 @@ def _utf8_template(ranges: tuple) -> tuple[int, list[int]]:
 # --------------------------------------------------------------------------- fragments
 
 _FRAGMENTS: OrderedDict = OrderedDict()
+_FRAGMENTS_LOCK = threading.Lock()
+_fragment_bytes = 0
 
 
 def _cached_fragment(expr: Expr) -> RuleDfa:
     """The minimal DFA of a reference-free expression, from the process-wide LRU."""
-    d = _FRAGMENTS.get(expr)
-    if d is not None:
-        _FRAGMENTS.move_to_end(expr)
-        return d
-    d = rule_dfa(expr)
-    _FRAGMENTS[expr] = d
-    if len(_FRAGMENTS) > FRAGMENT_CACHE_SIZE:
-        _FRAGMENTS.popitem(last=False)
+    global _fragment_bytes
+    with _FRAGMENTS_LOCK:
+        d = _FRAGMENTS.get(expr)
+        if d is not None:
+            _FRAGMENTS.move_to_end(expr)
+            return d
+    d = _Builder(_Nfa(), GrammarDfas(None)).build_dfa(expr)
+    size = d.trans.nbytes + d.rows.nbytes
+    if size <= FRAGMENT_CACHE_BYTES // 16:
+        with _FRAGMENTS_LOCK:
+            if expr not in _FRAGMENTS:
+                _FRAGMENTS[expr] = d
+                _fragment_bytes += size
+            while _fragment_bytes > FRAGMENT_CACHE_BYTES:
+                _, old = _FRAGMENTS.popitem(last=False)
+                _fragment_bytes -= old.trans.nbytes + old.rows.nbytes
     return d
 
 
@@ -334,10 +361,13 @@ def _is_leaf(e: Expr) -> bool:
 
 
 class _Builder:
-    def __init__(self, nfa: _Nfa, call_symbol: CallSymbol | None, memo: dict):
+    """Emits an expression into one NFA."""
+
+    def __init__(self, nfa: _Nfa, grammar: GrammarDfas):
         self.nfa = nfa
-        self.call_symbol = call_symbol
-        self.memo = memo
+        self.grammar = grammar
+        self.call_symbol = grammar.call_symbol
+        self.memo = grammar.memo
         self.inlining: list[str] = []
 
     def build(self, e: Expr, src: int, dst: int) -> None:
@@ -398,7 +428,7 @@ class _Builder:
         nfa = self.nfa
         item, lo, hi = e.item, e.min, e.max
         copies = lo + 1 if hi is None else hi
-        frag = None if _is_leaf(item) or copies < 2 else self._fragment(item)
+        frag = None if _is_leaf(item) or copies < 2 else self.fragment(item)
         # junctions j[0] = src, j[1..copies]: copy i runs from j[i] to j[i+1]
         n_j = lo if hi is None else hi
         first = nfa.new_states(n_j) if n_j else 0
@@ -413,29 +443,29 @@ class _Builder:
                 nfa.eps += (j, dst)
             starts, ends = junction[:-1], junction[1:]
         if frag is not None:
-            nfa.embed(frag, starts, ends)
+            for a, b in zip(starts, ends):
+                nfa.embed(frag, a, b)
         else:
             for a, b in zip(starts, ends):
                 self.build(item, a, b)
 
-    def _fragment(self, e: Expr) -> RuleDfa | None:
-        """The minimal DFA of ``e`` to copy, or None to emit ``e`` directly."""
-        key = ("expr", e)
-        d = self.memo.get(key)
+    def build_dfa(self, e: Expr) -> RuleDfa:
+        self.build(e, 0, 1)
+        return self.nfa.minimal_dfa()
+
+    def fragment(self, e: Expr) -> RuleDfa:
+        """The minimal DFA of ``e`` (memoized per grammar, and process-wide when ``e`` has
+        no rule references)."""
+        d = self.memo.get(e)
         if d is None:
             if _has_refs(e):
-                d = self._sub_dfa(e)
+                b = _Builder(_Nfa(), self.grammar)
+                b.inlining = self.inlining
+                d = b.build_dfa(e)
             else:
                 d = _cached_fragment(e)
-            self.memo[key] = d
+            self.memo[e] = d
         return d
-
-    def _sub_dfa(self, e: Expr) -> RuleDfa:
-        sub = _Nfa()
-        b = _Builder(sub, self.call_symbol, self.memo)
-        b.inlining = self.inlining
-        b.build(e, 0, 1)
-        return sub.minimal_dfa()
 
     def _ref(self, e: Ref, src: int, dst: int) -> None:
         if self.call_symbol is None:
@@ -447,19 +477,14 @@ class _Builder:
         if e.name in self.inlining:
             cycle = " -> ".join(self.inlining + [e.name])
             raise GrammarError(f"recursive rule cannot be inlined into an automaton: {cycle}")
-        if _is_leaf(target):
-            self.build(target, src, dst)
-            return
-        key = ("rule", e.name)
-        d = self.memo.get(key)
-        if d is None:
-            self.inlining.append(e.name)
-            try:
-                d = self._sub_dfa(target) if _has_refs(target) else _cached_fragment(target)
-            finally:
-                self.inlining.pop()
-            self.memo[key] = d
-        self.nfa.embed(d, src, dst)
+        self.inlining.append(e.name)
+        try:
+            if _is_leaf(target) or (e.name in self.grammar.single_use and _has_refs(target)):
+                self.build(target, src, dst)
+            else:
+                self.nfa.embed(self.fragment(target), src, dst)
+        finally:
+            self.inlining.pop()
 
     def _automaton(self, a: Automaton, src: int, dst: int) -> None:
         nfa = self.nfa

@@ -30,7 +30,7 @@ from ..grammar.ir import (
 )
 from ..mask_kernels.dfa_kernels import derivable
 from ..mask_kernels.earley import F_ACCEPT, F_BYTES, F_CALLS, pack_grammar
-from .dfa_build import RuleDfa, dfa_without_calls, rule_dfa, rule_dfa_reference
+from .dfa_build import GrammarDfas, RuleDfa, dfa_without_calls, rule_dfa_reference
 
 #: A rule whose estimated automaton size is at most this is inlined wherever it is used.
 INLINE_SMALL = 256
@@ -61,9 +61,13 @@ def build_rule_automata(grammar: Grammar, *, method: str = "fast") -> RuleAutoma
     if method not in ("fast", "reference"):
         raise ValueError(f"unknown method {method!r}")
     rules = grammar.rules
-    reachable = _reachable_rules(grammar)
-    recursive = _recursive_rules(reachable, rules)
-    keep = _choose_kept_rules(grammar, reachable, recursive)
+    refs: dict[str, list[str]] = {}  # rule -> the rules it refers to, sorted
+    reachable = _reachable_rules(grammar, refs)
+    recursive = _recursive_rules(reachable, refs)
+    uses: dict[str, int] = {n: 0 for n in reachable}
+    for n in reachable:
+        _count_refs(rules[n], uses)
+    keep = _choose_kept_rules(grammar, reachable, recursive, refs, uses)
 
     index = {name: i for i, name in enumerate(keep)}
 
@@ -71,12 +75,12 @@ def build_rule_automata(grammar: Grammar, *, method: str = "fast") -> RuleAutoma
         i = index.get(ref_name)
         return i if i is not None else rules[ref_name]
 
-    memo: dict = {}
+    builder = GrammarDfas(call_symbol, single_use={n for n, k in uses.items() if k <= 1})
     dfas: list[RuleDfa] = []
     for name in keep:
         try:
             if method == "fast":
-                dfas.append(rule_dfa(rules[name], call_symbol, memo))
+                dfas.append(builder.rule_dfa(rules[name]))
             else:
                 dfas.append(rule_dfa_reference(rules[name], call_symbol))
         except GrammarError as exc:
@@ -105,7 +109,8 @@ def build_rule_automata(grammar: Grammar, *, method: str = "fast") -> RuleAutoma
 # --------------------------------------------------------------------------- rule analysis
 
 
-def _reachable_rules(grammar: Grammar) -> list[str]:
+def _reachable_rules(grammar: Grammar, refs: dict[str, list[str]]) -> list[str]:
+    """Rules reachable from the start, breadth first; fills ``refs`` for each of them."""
     rules = grammar.rules
     order = [grammar.start]
     seen = {grammar.start}
@@ -113,7 +118,8 @@ def _reachable_rules(grammar: Grammar) -> list[str]:
     while i < len(order):
         name = order[i]
         i += 1
-        for r in sorted(refs_of(rules[name])):
+        refs[name] = sorted(refs_of(rules[name]))
+        for r in refs[name]:
             if r not in rules:
                 raise GrammarError(f"rule {name!r} refers to undefined rule {r!r}")
             if r not in seen:
@@ -122,9 +128,8 @@ def _reachable_rules(grammar: Grammar) -> list[str]:
     return order
 
 
-def _recursive_rules(names: list[str], rules) -> set[str]:
+def _recursive_rules(names: list[str], graph: dict[str, list[str]]) -> set[str]:
     """Rules that lie on a cycle of the reference graph (Tarjan's SCC, iterative)."""
-    graph = {n: sorted(refs_of(rules[n])) for n in names}
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     on_stack: set[str] = set()
@@ -167,11 +172,9 @@ def _recursive_rules(names: list[str], rules) -> set[str]:
     return out
 
 
-def _choose_kept_rules(grammar: Grammar, reachable: list[str], recursive: set[str]) -> list[str]:
+def _choose_kept_rules(grammar: Grammar, reachable: list[str], recursive: set[str],
+                       refs: dict[str, list[str]], uses: dict[str, int]) -> list[str]:
     rules = grammar.rules
-    uses: dict[str, int] = {n: 0 for n in reachable}
-    for n in reachable:
-        _count_refs(rules[n], uses)
     inline: set[str] = set()
     sizes: dict[str, float] = {}
 
@@ -183,7 +186,7 @@ def _choose_kept_rules(grammar: Grammar, reachable: list[str], recursive: set[st
         return sizes[name]
 
     # decide callees before callers (post-order of the reference graph)
-    for name in _post_order(grammar.start, rules):
+    for name in _post_order(grammar.start, refs):
         if name == grammar.start or name in recursive:
             continue
         sizes.pop(name, None)
@@ -193,16 +196,16 @@ def _choose_kept_rules(grammar: Grammar, reachable: list[str], recursive: set[st
     return [n for n in reachable if n not in inline]
 
 
-def _post_order(start: str, rules) -> list[str]:
+def _post_order(start: str, refs: dict[str, list[str]]) -> list[str]:
     order: list[str] = []
     seen = {start}
-    work = [(start, iter(sorted(refs_of(rules[start]))))]
+    work = [(start, iter(refs[start]))]
     while work:
         name, it = work[-1]
         for r in it:
             if r not in seen:
                 seen.add(r)
-                work.append((r, iter(sorted(refs_of(rules[r])))))
+                work.append((r, iter(refs[r])))
                 break
         else:
             work.pop()
@@ -372,23 +375,29 @@ def _assemble(names: tuple[str, ...], start_rule: int, t: _Tables) -> RuleAutoma
 
 
 def _column_ids(table: np.ndarray) -> np.ndarray:
-    """Ids of the columns of ``table`` such that equal columns get equal ids."""
+    """Ids of the columns of ``table``, equal exactly for equal columns."""
     n, k = table.shape
-    if k <= 1:
+    if k <= 1 or n == 0:
         return np.zeros(k, dtype=np.int64)
-    # fingerprint each column, then confirm: equal fingerprints of unequal columns get apart
-    weights = np.random.default_rng(0x5EED).integers(1, 2**62, size=n, dtype=np.int64)
-    fp = (table.astype(np.int64) + 2).T @ weights
-    ids = np.empty(k, dtype=np.int64)
-    reps: dict[int, list[int]] = {}
-    next_id = 0
-    for c, h in enumerate(fp.tolist()):
-        for other in reps.setdefault(h, []):
-            if np.array_equal(table[:, c], table[:, other]):
-                ids[c] = ids[other]
-                break
-        else:
-            reps[h].append(c)
-            ids[c] = next_id
-            next_id += 1
+    # fingerprint the columns, then check that columns with equal fingerprints are equal
+    fp = (table.astype(np.int64) + 2).T @ _weights(n)
+    _, first, ids = np.unique(fp, return_index=True, return_inverse=True)
+    ids = ids.reshape(-1)
+    if not np.array_equal(table, table[:, first[ids]]):  # a collision: compare exactly
+        ids = np.unique(table.T, axis=0, return_inverse=True)[1].reshape(-1)
     return ids
+
+
+_WEIGHTS = np.zeros(0, dtype=np.int64)
+
+
+def _weights(n: int) -> np.ndarray:
+    """n pseudo-random 64-bit weights (splitmix64 of 1..n), the same on every call."""
+    global _WEIGHTS
+    if len(_WEIGHTS) < n:
+        z = np.arange(1, max(n, 2 * len(_WEIGHTS)) + 1, dtype=np.uint64)
+        z *= np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        _WEIGHTS = (z ^ (z >> np.uint64(31))).view(np.int64)
+    return _WEIGHTS[:n]

@@ -1,20 +1,17 @@
 """Numba kernels that turn an epsilon-NFA over bytes and call symbols into a minimal DFA.
 
-One entry point, :func:`nfa_to_min_dfa`: subset construction, then minimization (Valmari and
+The main entry point, :func:`build_min_dfa`: subset construction, then minimization (Valmari and
 Lehtinen's partition refinement over the transitions, O(m log n), which handles partial
 automata without a dead state), then a canonical numbering (breadth first from the start,
 successors in byte order, then call symbols in order). Two automata with the same language
 therefore come out as identical arrays.
 
-NFA input (flat arrays, states 0..n-1):
-    eps_src/eps_dst                epsilon edges
-    e_src/e_lo/e_hi/e_dst          byte-range edges (inclusive ranges)
-    c_src/c_col/c_dst              call edges; ``c_col`` numbers the distinct call symbols
-                                   0..n_cols-1 in increasing symbol order
+A DFA comes out as: bounds (int32[k+1]: byte class c is bytes bounds[c]..bounds[c+1]-1),
+trans (int32[n, k], -1 when no edge), accept (int8[n]), call_syms (int32[j], increasing) and
+calls (int32[n, j], the successor after a call of rule call_syms[j], -1 when none), plus the
+same automaton as a *fragment* (flat edge rows) that later NFAs can copy.
 
-Output: status, bounds (int32[k+1]: byte class c is bytes bounds[c]..bounds[c+1]-1), trans
-(int32[n, k], -1 when no edge), accept (int8[n]), calls (int32[n, n_cols], -1 when no edge).
-Status 0 is success; TOO_MANY_STATES when the subset construction passes ``max_states``.
+:func:`derivable` analyses the rule DFAs of a whole grammar (productive and nullable rules).
 """
 
 from __future__ import annotations
@@ -55,7 +52,7 @@ def _grow(a, need):
     return b
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def _closure(seeds, n_seeds, eps_ptr, eps_to, mark, gen, stack, out):
     """Epsilon closure of ``seeds[:n_seeds]`` written sorted into ``out``; returns its size."""
     n_out = 0
@@ -77,11 +74,20 @@ def _closure(seeds, n_seeds, eps_ptr, eps_to, mark, gen, stack, out):
                 mark[t] = gen
                 stack[top] = t
                 top += 1
-    out[:n_out].sort()
+    if n_out > 16:
+        out[:n_out].sort()
+    else:  # insertion sort: closures are mostly tiny
+        for i in range(1, n_out):
+            x = out[i]
+            j = i - 1
+            while j >= 0 and out[j] > x:
+                out[j + 1] = out[j]
+                j -= 1
+            out[j + 1] = x
     return n_out
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def _hash_set(a, n):
     h = np.uint64(14695981039346656037)
     for i in range(n):
@@ -167,10 +173,28 @@ def _determinize(n_nfa, start, final, eps_ptr, eps_to, lab_ptr, lab, lab_to, n_l
         t_lab = _grow(t_lab, n_t + n_touched)
         t_to = _grow(t_to, n_t + n_touched)
         begin = 0
+        prev_begin = 0
+        prev_end = 0
+        found = -1
         for u in range(n_touched):
             c = touched[u]
             end = cnt[c]
             cnt[c] = 0
+            # adjacent labels often lead to the same NFA states: reuse the subset
+            same = u > 0 and end - begin == prev_end - prev_begin
+            if same:
+                for x in range(end - begin):
+                    if bucket[begin + x] != bucket[prev_begin + x]:
+                        same = False
+                        break
+            prev_begin = begin
+            prev_end = end
+            if same:
+                begin = end
+                t_lab[n_t] = c
+                t_to[n_t] = found
+                n_t += 1
+                continue
             gen += 1
             k = _closure(bucket[begin:end], end - begin, eps_ptr, eps_to, mark, gen, stack, cur)
             begin = end
@@ -250,7 +274,7 @@ def _mark(e, elems, loc, sidx, first, mid, touched, n_touched):
     return n_touched
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def _split(elems, sidx, first, past, mid, touched, n_touched, z):
     """Splits every touched set into its marked and unmarked parts; the smaller part becomes
     a new set. Returns the new number of sets."""
@@ -390,9 +414,83 @@ def _minimize(n, accept, t_ptr, t_lab, t_to, n_labels):
 
 
 @nb.njit(cache=True, nogil=True)
-def nfa_to_min_dfa(n_nfa, start, final, eps_src, eps_dst, e_src, e_lo, e_hi, e_dst,
-                   c_src, c_col, c_dst, n_cols, max_states):
-    """The canonical minimal DFA of an epsilon-NFA (see the module docstring)."""
+def _expand(eps, edges, calls, copies, f_ptr, f_edges, f_acc, f_calls):
+    """The NFA as parallel arrays, with every fragment copy written out. Fragment f's edges
+    are f_edges[4*f_ptr[f, 0] : 4*f_ptr[f+1, 0]] (src, lo, hi, dst relative to the copy),
+    its accepting states f_acc[f_ptr[f, 1] : f_ptr[f+1, 1]], its calls
+    f_calls[3*f_ptr[f, 2] : 3*f_ptr[f+1, 2]] (src, symbol, dst); a copy is (fragment, entry,
+    exit, first state): an epsilon edge enters the fragment's start (its state 0) and every
+    accepting state has an epsilon edge to the exit."""
+    n_eps = eps.shape[0] // 2
+    n_e = edges.shape[0] // 4
+    n_c = calls.shape[0] // 3
+    n_copies = copies.shape[0] // 4
+    for i in range(n_copies):
+        f = copies[4 * i]
+        n_eps += 1 + f_ptr[f + 1, 1] - f_ptr[f, 1]
+        n_e += f_ptr[f + 1, 0] - f_ptr[f, 0]
+        n_c += f_ptr[f + 1, 2] - f_ptr[f, 2]
+    eps_src = np.empty(n_eps, dtype=np.int32)
+    eps_dst = np.empty(n_eps, dtype=np.int32)
+    e_src = np.empty(n_e, dtype=np.int32)
+    e_lo = np.empty(n_e, dtype=np.int32)
+    e_hi = np.empty(n_e, dtype=np.int32)
+    e_dst = np.empty(n_e, dtype=np.int32)
+    c_src = np.empty(n_c, dtype=np.int32)
+    c_sym = np.empty(n_c, dtype=np.int32)
+    c_dst = np.empty(n_c, dtype=np.int32)
+    ke = eps.shape[0] // 2
+    eps_src[:ke] = eps[0::2]
+    eps_dst[:ke] = eps[1::2]
+    kb = edges.shape[0] // 4
+    e_src[:kb] = edges[0::4]
+    e_lo[:kb] = edges[1::4]
+    e_hi[:kb] = edges[2::4]
+    e_dst[:kb] = edges[3::4]
+    kc = calls.shape[0] // 3
+    c_src[:kc] = calls[0::3]
+    c_sym[:kc] = calls[1::3]
+    c_dst[:kc] = calls[2::3]
+    for i in range(n_copies):
+        f = copies[4 * i]
+        entry = copies[4 * i + 1]
+        exit_ = copies[4 * i + 2]
+        off = copies[4 * i + 3]
+        eps_src[ke] = entry
+        eps_dst[ke] = off
+        ke += 1
+        for j in range(f_ptr[f, 1], f_ptr[f + 1, 1]):
+            eps_src[ke] = off + f_acc[j]
+            eps_dst[ke] = exit_
+            ke += 1
+        for j in range(f_ptr[f, 0], f_ptr[f + 1, 0]):
+            e_src[kb] = off + f_edges[4 * j]
+            e_lo[kb] = f_edges[4 * j + 1]
+            e_hi[kb] = f_edges[4 * j + 2]
+            e_dst[kb] = off + f_edges[4 * j + 3]
+            kb += 1
+        for j in range(f_ptr[f, 2], f_ptr[f + 1, 2]):
+            c_src[kc] = off + f_calls[3 * j]
+            c_sym[kc] = f_calls[3 * j + 1]
+            c_dst[kc] = off + f_calls[3 * j + 2]
+            kc += 1
+    return eps_src, eps_dst, e_src, e_lo, e_hi, e_dst, c_src, c_sym, c_dst
+
+
+@nb.njit(cache=True, nogil=True)
+def build_min_dfa(n_nfa, eps, edges, calls, copies, f_ptr, f_edges, f_acc, f_calls,
+                  max_states):
+    """The canonical minimal DFA of an epsilon-NFA from state 0 to state 1.
+
+    The NFA is given as flat int32 lists: ``eps`` (src, dst pairs), ``edges`` (src, lo, hi,
+    dst: an inclusive byte range), ``calls`` (src, call symbol, dst), plus ``copies`` of
+    fragments (see :func:`_expand`). Returns (status, bounds, trans, accept, call_syms,
+    calls, rows, acc_states, call_rows): the DFA as in the module docstring, its call symbols
+    (increasing; ``calls[s, j]`` is the successor on ``call_syms[j]``) and the same DFA in
+    fragment form (``rows``: src, lo, hi, dst with adjacent classes merged).
+    """
+    eps_src, eps_dst, e_src, e_lo, e_hi, e_dst, c_src, c_sym, c_dst = _expand(
+        eps, edges, calls, copies, f_ptr, f_edges, f_acc, f_calls)
     # byte classes: cut [0, 256) at every range boundary
     cut = np.zeros(257, dtype=np.bool_)
     cut[0] = True
@@ -413,6 +511,9 @@ def nfa_to_min_dfa(n_nfa, start, final, eps_src, eps_dst, e_src, e_lo, e_hi, e_d
         if cut[b]:
             bounds[j] = b
             j += 1
+    # call symbols -> columns after the byte classes
+    call_syms = np.unique(c_sym).astype(np.int32)
+    n_cols = call_syms.shape[0]
     n_labels = k + n_cols
 
     # labelled transitions: one per (edge, covered class) and per call edge
@@ -431,7 +532,7 @@ def nfa_to_min_dfa(n_nfa, start, final, eps_src, eps_dst, e_src, e_lo, e_hi, e_d
             m += 1
     for i in range(c_src.shape[0]):
         l_src[m] = c_src[i]
-        l_lab[m] = k + c_col[i]
+        l_lab[m] = k + np.searchsorted(call_syms, c_sym[i])
         l_dst[m] = c_dst[i]
         m += 1
     lab_ptr, order = _csr(n_nfa, l_src)
@@ -441,14 +542,16 @@ def nfa_to_min_dfa(n_nfa, start, final, eps_src, eps_dst, e_src, e_lo, e_hi, e_d
     eps_to = eps_dst[eorder]
 
     n, accept, t_ptr, t_lab, t_to = _determinize(
-        n_nfa, start, final, eps_ptr, eps_to, lab_ptr, lab, lab_to, n_labels, max_states)
+        n_nfa, 0, 1, eps_ptr, eps_to, lab_ptr, lab, lab_to, n_labels, max_states)
     if n < 0:
-        return (TOO_MANY_STATES, bounds, np.empty((0, k), dtype=np.int32),
-                np.empty(0, dtype=np.int8), np.empty((0, n_cols), dtype=np.int32))
+        return _result(TOO_MANY_STATES, bounds, np.full((1, k), -1, dtype=np.int32),
+                       np.zeros(1, dtype=np.int8), call_syms,
+                       np.full((1, n_cols), -1, dtype=np.int32))
     block, n_blocks = _minimize(n, accept, t_ptr, t_lab, t_to, n_labels)
     if n_blocks == 0:  # empty language: one rejecting state
-        return (0, bounds, np.full((1, k), -1, dtype=np.int32), np.zeros(1, dtype=np.int8),
-                np.full((1, n_cols), -1, dtype=np.int32))
+        return _result(0, bounds, np.full((1, k), -1, dtype=np.int32),
+                       np.zeros(1, dtype=np.int8), call_syms[:0],
+                       np.full((1, 0), -1, dtype=np.int32))
 
     # canonical numbering: breadth first from the start, successors in label order
     order_of = np.full(n_blocks, -1, dtype=np.int32)
@@ -472,7 +575,7 @@ def nfa_to_min_dfa(n_nfa, start, final, eps_src, eps_dst, e_src, e_lo, e_hi, e_d
                 queue[q_n] = tb
                 q_n += 1
     trans = np.full((n_blocks, k), -1, dtype=np.int32)
-    calls = np.full((n_blocks, n_cols), -1, dtype=np.int32)
+    ctab = np.full((n_blocks, n_cols), -1, dtype=np.int32)
     acc = np.zeros(n_blocks, dtype=np.int8)
     for bl in range(n_blocks):
         s = rep[bl]
@@ -486,8 +589,64 @@ def nfa_to_min_dfa(n_nfa, start, final, eps_src, eps_dst, e_src, e_lo, e_hi, e_d
             if lb < k:
                 trans[r, lb] = order_of[tb]
             else:
-                calls[r, lb - k] = order_of[tb]
-    return 0, bounds, trans, acc, calls
+                ctab[r, lb - k] = order_of[tb]
+    # call symbols no edge uses any more (they led to dead states) are dropped
+    used = np.zeros(n_cols, dtype=np.bool_)
+    for r in range(n_blocks):
+        for c in range(n_cols):
+            if ctab[r, c] >= 0:
+                used[c] = True
+    if not used.all():
+        keep = np.flatnonzero(used)
+        call_syms = call_syms[keep]
+        ctab = ctab[:, keep].copy()
+    return _result(0, bounds, trans, acc, call_syms, ctab)
+
+
+@nb.njit(cache=True, nogil=True)
+def _result(status, bounds, trans, acc, call_syms, ctab):
+    """Adds the fragment form of the DFA to the tables."""
+    n, k = trans.shape
+    rows = np.empty(4 * n * k, dtype=np.int32)
+    m = 0
+    for s in range(n):
+        c = 0
+        while c < k:
+            t = trans[s, c]
+            if t < 0:
+                c += 1
+                continue
+            e = c + 1
+            while e < k and trans[s, e] == t:
+                e += 1
+            rows[m] = s
+            rows[m + 1] = bounds[c]
+            rows[m + 2] = bounds[e] - 1
+            rows[m + 3] = t
+            m += 4
+            c = e
+    n_acc = 0
+    for s in range(n):
+        if acc[s]:
+            n_acc += 1
+    acc_states = np.empty(n_acc, dtype=np.int32)
+    n_acc = 0
+    for s in range(n):
+        if acc[s]:
+            acc_states[n_acc] = s
+            n_acc += 1
+    n_cols = ctab.shape[1]
+    call_rows = np.empty(3 * n * n_cols, dtype=np.int32)
+    mc = 0
+    for s in range(n):
+        for c in range(n_cols):
+            if ctab[s, c] >= 0:
+                call_rows[mc] = s
+                call_rows[mc + 1] = call_syms[c]
+                call_rows[mc + 2] = ctab[s, c]
+                mc += 3
+    return (status, bounds, trans, acc, call_syms, ctab, rows[:m].copy(), acc_states,
+            call_rows[:mc].copy())
 
 
 # --------------------------------------------------------------------------- grammar analysis
