@@ -35,9 +35,9 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 sys.path.insert(0, os.path.dirname(_HERE))
 
-from grammask.automata.rule_automata import build_rule_automata  # noqa: E402
-from grammask.errors import GrammarError  # noqa: E402
-from grammask.grammar.ir import Grammar  # noqa: E402
+from grammask.automata.rule_automata import build_rule_automata
+from grammask.errors import GrammarError
+from grammask.grammar.ir import Grammar
 
 DEFAULT_EXCLUDE = ("Snowplow/sp_222_Normalized.json",)
 

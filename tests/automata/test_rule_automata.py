@@ -1,0 +1,449 @@
+"""Rule-DFA construction (Numba kernels) against the pure-Python automaton toolkit.
+
+Three oracles: per expression, the canonical minimal DFA equals the one that
+``grammar.fsm`` builds; per grammar, the packed blob equals the one the previous
+implementation of ``build_rule_automata`` produced (kept below, written with ``grammar.fsm``
+only); and per string, membership equals the reference recognizer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from grammask.automata import dfa_build
+from grammask.automata import rule_automata as ra
+from grammask.automata.dfa_build import (
+    GrammarDfas,
+    RuleDfa,
+    clear_fragment_cache,
+    dfa_without_calls,
+    rule_dfa,
+    rule_dfa_reference,
+)
+from grammask.errors import GrammarError
+from grammask.grammar import fsm, reference
+from grammask.grammar.ir import (
+    EMPTY,
+    NOTHING,
+    Grammar,
+    alt,
+    byte_ranges,
+    char_ranges,
+    chars,
+    lit,
+    opt,
+    plus,
+    ref,
+    rep,
+    seq,
+    star,
+)
+from grammask.mask_kernels.earley import F_ACCEPT, F_BYTES, F_CALLS, H_NULLABLE, pack_grammar
+
+# --------------------------------------------------------------------------- the old pipeline
+
+
+def previous_build(grammar: Grammar) -> ra.RuleAutomata:
+    """build_rule_automata as it was before the Numba kernels: fsm.Nfa -> determinize ->
+    minimize per kept rule, fixpoints over fsm.Dfa objects, assembly with np.unique. The
+    choice of kept rules is shared with the current code (it is policy, not construction)."""
+    rules = grammar.rules
+    refs: dict[str, list[str]] = {}
+    reachable = ra._reachable_rules(grammar, refs)
+    recursive = ra._recursive_rules(reachable, refs)
+    uses = {n: 0 for n in reachable}
+    for n in reachable:
+        ra._count_refs(rules[n], uses)
+    keep = ra._choose_kept_rules(grammar, reachable, recursive, refs, uses)
+    index = {name: i for i, name in enumerate(keep)}
+
+    def call_symbol(name):
+        i = index.get(name)
+        return i if i is not None else rules[name]
+
+    dfas = []
+    for name in keep:
+        nfa = fsm.Nfa()
+        src, dst = nfa.state(), nfa.state()
+        nfa.build(rules[name], src, dst, call_symbol)
+        dfas.append(fsm.determinize(nfa, src, {dst}).minimize())
+
+    def reaches(d, ok_sym, use_bytes):
+        seen, stack = {d.start}, [d.start]
+        while stack:
+            s = stack.pop()
+            if d.accepting[s]:
+                return True
+            nxt = [t for _, _, t in d.edges[s]] if use_bytes else []
+            nxt += [t for sym, t in d.calls[s] if ok_sym[sym]]
+            for t in nxt:
+                if t not in seen:
+                    seen.add(t)
+                    stack.append(t)
+        return False
+
+    def fixpoint(ds, use_bytes):
+        ok = [False] * len(ds)
+        changed = True
+        while changed:
+            changed = False
+            for r, d in enumerate(ds):
+                if not ok[r] and reaches(d, ok, use_bytes):
+                    ok[r] = changed = True
+        return ok
+
+    prod = fixpoint(dfas, True)
+    start = index[grammar.start]
+    if not prod[start]:
+        raise GrammarError("empty language")
+    dfas = [
+        d if all(prod[sym] for c in d.calls for sym, _ in c)
+        else fsm.Dfa(d.start, d.edges, d.accepting,
+                     [tuple((sym, t) for sym, t in c if prod[sym]) for c in d.calls]).minimize()
+        for d in dfas
+    ]
+    seen, order = {start}, [start]
+    for r in order:
+        for c in dfas[r].calls:
+            for sym, _ in c:
+                if sym not in seen:
+                    seen.add(sym)
+                    order.append(sym)
+    live = sorted(order)
+    renum = {old: new for new, old in enumerate(live)}
+    names = tuple(keep[i] for i in live)
+    dfas = [fsm.Dfa(dfas[i].start, dfas[i].edges, dfas[i].accepting,
+                    [tuple(sorted((renum[sym], t) for sym, t in c)) for c in dfas[i].calls])
+            for i in live]
+    start = renum[start]
+
+    base = np.zeros(len(dfas) + 1, dtype=np.int64)
+    for r, d in enumerate(dfas):
+        base[r + 1] = base[r] + d.n_states
+    n_states = int(base[-1])
+    cuts = {0, 256}
+    for d in dfas:
+        for edges in d.edges:
+            for lo, hi, _ in edges:
+                cuts.update((lo, hi + 1))
+    bounds = sorted(cuts)
+    n_iv = len(bounds) - 1
+    iv_of_byte = np.zeros(256, dtype=np.int64)
+    for i in range(n_iv):
+        iv_of_byte[bounds[i]:bounds[i + 1]] = i
+    table = np.full((n_states, n_iv), -1, dtype=np.int32)
+    flags = np.zeros(n_states, dtype=np.int32)
+    rule_of = np.zeros(n_states, dtype=np.int32)
+    call_ptr = np.zeros(n_states + 1, dtype=np.int32)
+    call_rule, call_dst = [], []
+    for r, d in enumerate(dfas):
+        b = int(base[r])
+        for s in range(d.n_states):
+            g = b + s
+            rule_of[g] = r
+            f = F_ACCEPT if d.accepting[s] else 0
+            if d.edges[s]:
+                f |= F_BYTES
+                for lo, hi, t in d.edges[s]:
+                    table[g, iv_of_byte[lo]:iv_of_byte[hi] + 1] = b + t
+            if d.calls[s]:
+                f |= F_CALLS
+                for sym, t in d.calls[s]:
+                    call_rule.append(sym)
+                    call_dst.append(b + t)
+            call_ptr[g + 1] = len(call_rule)
+            flags[g] = f
+    _, col_class = np.unique(table.T, axis=0, return_inverse=True)
+    col_class = np.asarray(col_class).reshape(-1)
+    first_of: dict[int, int] = {}
+    for iv in range(n_iv):
+        first_of.setdefault(int(col_class[iv]), iv)
+    order_ = {c: k for k, c in enumerate(sorted(first_of, key=first_of.get))}
+    cls_of_iv = np.array([order_[int(c)] for c in col_class], dtype=np.int32)
+    trans = np.full((n_states, len(order_)), -1, dtype=np.int32)
+    for c, iv in first_of.items():
+        trans[:, order_[c]] = table[:, iv]
+    byte_class = cls_of_iv[iv_of_byte].astype(np.int32)
+    rule_start = np.array([int(base[r]) + d.start for r, d in enumerate(dfas)], dtype=np.int32)
+    nullable = np.array(fixpoint(dfas, False), dtype=np.int32)
+    blob = pack_grammar(byte_class, trans, flags, rule_of, call_ptr,
+                        np.array(call_rule, dtype=np.int32), np.array(call_dst, dtype=np.int32),
+                        rule_start, nullable, start)
+    return ra.RuleAutomata(names, start, blob, n_states, len(order_), byte_class,
+                           base.astype(np.int32))
+
+
+# --------------------------------------------------------------------------- strategies
+
+NAMES = ["r0", "r1", "r2", "r3"]
+
+leaf_exprs = st.one_of(
+    st.sampled_from([b"a", b"b", b"ab", b"\xff", "ж".encode(), b"ba"]).map(lit),
+    st.sampled_from([((0x61, 0x62),), ((0x00, 0x7F),), ((0x62, 0x62), (0x80, 0xBF))])
+    .map(byte_ranges),
+    st.sampled_from(["a-c", "a", "ж-я", "a€"]).map(chars),
+    st.sampled_from([(0x80, 0x10FFFF), (0x7FF, 0x801), (0xFFFF, 0x10000)])
+    .map(lambda r: char_ranges([r])),
+    st.just(EMPTY),
+    st.just(NOTHING),
+)
+
+
+def exprs(names: list[str], depth: int = 3):
+    leaves = st.one_of(leaf_exprs, st.sampled_from(names).map(ref)) if names else leaf_exprs
+    if depth <= 0:
+        return leaves
+    sub = exprs(names, depth - 1)
+    return st.one_of(
+        leaves,
+        st.lists(sub, min_size=2, max_size=3).map(lambda xs: seq(*xs)),
+        st.lists(sub, min_size=2, max_size=3).map(lambda xs: alt(*xs)),
+        st.tuples(sub, st.integers(0, 3), st.sampled_from([None, 0, 1, 2, 4])).map(
+            lambda t: rep(t[0], t[1], None if t[2] is None else max(t[1], t[2]))),
+        # an embedded precompiled automaton (as the regex front-end produces)
+        st.tuples(st.lists(leaf_exprs, min_size=1, max_size=3), st.booleans()).map(
+            lambda t: fsm.Dfa.from_expr(star(seq(*t[0])) if t[1] else alt(*t[0])).to_expr()),
+    )
+
+
+@st.composite
+def grammars(draw):
+    n = draw(st.integers(1, 4))
+    names = NAMES[:n]
+    rules = {}
+    for name in names:
+        body = exprs(names, 2)
+        # a rule that always calls another one: cycles of these derive nothing
+        loop = st.tuples(exprs(names, 1), st.sampled_from(names)).map(
+            lambda t: seq(t[0], ref(t[1])))
+        # recursion with a way out: these rules stay rules, linked by call edges
+        nest = st.tuples(exprs(names, 1), exprs([], 1), st.sampled_from([name, *names])).map(
+            lambda t: alt(t[1], seq(t[0], ref(t[2]), lit(")"))))
+        rules[name] = draw(st.one_of(body, loop, nest))
+    if draw(st.booleans()):  # keep the language non-empty, often through calls
+        rules["r0"] = alt(rules["r0"], lit("z"), *map(ref, names))
+    return Grammar(rules, names[0])
+
+
+@st.composite
+def recursive_grammars(draw):
+    """Every rule self-recursive (so none is inlined), the start calling all of them."""
+    n = draw(st.integers(2, 4))
+    names = NAMES[:n]
+    rules = {}
+    for name in names:
+        base = draw(exprs(names, 1))
+        inner = draw(exprs(names, 1))
+        rules[name] = alt(base, seq(inner, ref(name), draw(leaf_exprs)))
+    rules["r0"] = alt(rules["r0"], *map(ref, names[1:]))
+    return Grammar(rules, "r0")
+
+
+@st.composite
+def exprs_with_calls(draw):
+    """An expression, plus a call_symbol map: r0/r1 become call symbols 7 and 3, r2/r3 are
+    inlined (r3 may refer to r2, never the other way)."""
+    inlined = {"r2": draw(exprs(["r0", "r1"], 2))}
+    inlined["r3"] = draw(exprs(["r0", "r1", "r2"], 2))
+    e = draw(exprs(NAMES, 3))
+    symbols = {"r0": 7, "r1": 3}
+
+    def call_symbol(name):
+        return symbols[name] if name in symbols else inlined[name]
+
+    return e, call_symbol
+
+
+def walk(d: RuleDfa, data: bytes) -> bool:
+    cls = np.repeat(np.arange(len(d.bounds) - 1), np.diff(d.bounds))
+    s = 0
+    for b in data:
+        s = d.trans[s, cls[b]]
+        if s < 0:
+            return False
+    return bool(d.accept[s])
+
+
+# --------------------------------------------------------------------------- per expression
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(exprs_with_calls())
+def test_rule_dfa_equals_python_toolkit(case):
+    e, call_symbol = case
+    fast = rule_dfa(e, call_symbol)
+    slow = rule_dfa_reference(e, call_symbol)
+    assert fast.same_as(slow)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(exprs([], 3), st.lists(st.binary(max_size=6), max_size=8))
+def test_rule_dfa_membership_matches_reference_recognizer(e, samples):
+    d = rule_dfa(e)
+    g = Grammar({"s": e}, "s")
+    # strings from the automaton's own alphabet, so that accepted ones come up too
+    alphabet = bytes(sorted({int(lo) for lo in d.bounds[:-1]} | {0x61, 0xD0, 0xB6}))
+    samples = samples + [bytes(alphabet[(i * 7 + j) % len(alphabet)] for j in range(i % 5))
+                         for i in range(12)]
+    for data in samples:
+        assert walk(d, data) == reference.matches(g, data), data
+
+
+def test_canonical_form_is_independent_of_the_expression():
+    a = rule_dfa(alt(seq(lit("a"), star(lit("b"))), lit("a")))
+    b = rule_dfa(seq(lit("a"), rep(lit("b"), 0, None)))
+    assert a.same_as(b)
+    assert a.n_states == 2 and a.accept.tolist() == [False, True]
+
+
+def test_empty_language_is_one_rejecting_state():
+    d = rule_dfa(alt(seq(lit("a"), lit("b")), seq(lit("c"), char_ranges([]))))
+    assert d.n_states == 3
+    d = rule_dfa(seq(lit("a"), star(lit("b")), byte_ranges([])))
+    assert d.n_states == 1 and not d.accept.any() and (d.trans < 0).all()
+
+
+def test_calls_to_dead_ends_are_dropped():
+    # r9's call leads to a state from which nothing accepts: the symbol disappears
+    d = rule_dfa(alt(lit("a"), seq(ref("x"), NOTHING)), lambda name: 9)
+    assert len(d.call_syms) == 0 and d.calls.shape == (2, 0)
+
+
+def test_dfa_without_calls():
+    d = rule_dfa(alt(seq(ref("x"), lit("a")), seq(ref("y"), lit("b")), lit("c")),
+                 lambda name: {"x": 1, "y": 2}[name])
+    assert d.call_syms.tolist() == [1, 2]
+    pruned = dfa_without_calls(d, lambda sym: sym != 2)
+    expected = rule_dfa(alt(seq(ref("x"), lit("a")), lit("c")), lambda name: 1)
+    assert pruned.same_as(expected)
+    assert dfa_without_calls(d, lambda sym: True) is d
+
+
+def test_recursive_inlining_is_an_error():
+    rules = {"a": seq(lit("x"), ref("b")), "b": opt(ref("a"))}
+    with pytest.raises(GrammarError, match="recursive rule cannot be inlined"):
+        rule_dfa(ref("a"), rules.__getitem__)
+
+
+def test_reference_without_call_symbol_is_an_error():
+    with pytest.raises(GrammarError, match="rule reference 'x'"):
+        rule_dfa(seq(lit("a"), ref("x")))
+
+
+def test_size_limits(monkeypatch):
+    monkeypatch.setattr(dfa_build, "MAX_NFA_STATES", 1000)
+    with pytest.raises(GrammarError, match="more than 1000 states"):
+        rule_dfa(rep(lit("abc"), 500, 500))
+    monkeypatch.setattr(dfa_build, "MAX_DFA_STATES", 50)
+    clear_fragment_cache()
+    with pytest.raises(GrammarError, match="more than 50 DFA states"):
+        # (a|b)*a(a|b){k}: the classic exponential blow-up
+        rule_dfa(seq(star(chars("ab")), lit("a"), rep(chars("ab"), 6, 6)))
+
+
+def test_fragment_cache_shares_reference_free_pieces():
+    clear_fragment_cache()
+    string = seq(lit('"'), star(chars(" -!#-[]-\U0010ffff")), lit('"'))
+    g1 = GrammarDfas(lambda n: string)
+    g2 = GrammarDfas(lambda n: string)
+    d1 = g1.rule_dfa(seq(lit("{"), ref("s"), lit("}")))
+    d2 = g2.rule_dfa(seq(lit("["), ref("s"), lit("]")))
+    assert g1.memo[string] is g2.memo[string]  # built once for the process
+    assert d1.same_as(rule_dfa_reference(seq(lit("{"), string, lit("}"))))
+    assert d2.same_as(rule_dfa_reference(seq(lit("["), string, lit("]"))))
+
+
+# --------------------------------------------------------------------------- per grammar
+
+
+def build_both(grammar):
+    try:
+        old = previous_build(grammar)
+    except GrammarError:
+        old = None
+    try:
+        new = ra.build_rule_automata(grammar)
+    except GrammarError:
+        new = None
+    return old, new
+
+
+def assert_same(old, new):
+    assert (old is None) == (new is None)
+    if old is not None:
+        assert new.rule_names == old.rule_names
+        assert new.start_rule == old.start_rule
+        assert new.n_states == old.n_states and new.n_classes == old.n_classes
+        assert np.array_equal(new.byte_class, old.byte_class)
+        assert np.array_equal(new.state_base, old.state_base)
+        assert np.array_equal(new.blob, old.blob)
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(grammars())
+def test_blob_equals_previous_implementation(grammar):
+    assert_same(*build_both(grammar))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(recursive_grammars())
+def test_blob_equals_previous_implementation_recursive(grammar):
+    assert_same(*build_both(grammar))
+
+
+def test_blob_equals_previous_on_a_json_schema():
+    schema = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "maxLength": 5},
+            "tags": {"type": "array", "items": {"enum": ["x", "yy", 3]}},
+            "n": {"type": "number"},
+            "child": {"$ref": "#"},
+        },
+        "required": ["name"],
+    }
+    grammar = Grammar.from_json_schema(schema)
+    old, new = build_both(grammar)
+    assert old is not None
+    assert_same(old, new)
+    assert ra.build_rule_automata(grammar, method="reference").blob.tolist() == old.blob.tolist()
+
+
+def test_unproductive_and_unreachable_rules_are_dropped():
+    g = Grammar({"s": alt(ref("loop"), seq(lit("a"), opt(ref("t")))),
+                 "loop": seq(lit("a"), ref("loop")),
+                 "t": alt(seq(lit("b"), ref("t")), lit("c"))}, "s")
+    old, new = build_both(g)
+    assert_same(old, new)
+    assert new.rule_names == ("s", "t")
+
+
+def test_empty_language_raises():
+    g = Grammar({"s": seq(lit("a"), ref("s"))}, "s")
+    with pytest.raises(GrammarError, match="language is empty"):
+        ra.build_rule_automata(g)
+
+
+def test_nullable_rules_through_calls():
+    g = Grammar({"s": seq(ref("a"), ref("b"), lit("x")),
+                 "a": alt(EMPTY, seq(lit("("), ref("a"), lit(")"))),
+                 "b": alt(ref("a"), seq(lit("["), ref("b"), lit("]")))}, "s")
+    old, new = build_both(g)
+    assert_same(old, new)
+    nullable = new.blob[new.blob[H_NULLABLE]:new.blob[H_NULLABLE] + 3].tolist()
+    assert dict(zip(new.rule_names, nullable)) == {"s": 0, "a": 1, "b": 1}
+
+
+def test_unknown_method():
+    with pytest.raises(ValueError):
+        ra.build_rule_automata(Grammar({"s": lit("a")}, "s"), method="quick")
+
+
+def test_plus_of_calls():
+    g = Grammar({"s": plus(seq(ref("s2"), lit(","))), "s2": alt(lit("a"), seq(lit("("),
+                                                                            ref("s"),
+                                                                            lit(")")))}, "s")
+    assert_same(*build_both(g))
