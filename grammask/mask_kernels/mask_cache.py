@@ -47,6 +47,7 @@ from .earley import (
     M_NITEMS,
     M_NSETS,
     OK,
+    REJECT,
     _add,
     _closure,
     _next_stamp,
@@ -121,18 +122,59 @@ def build_cache(g, root, items, sets, htab, meta, tok_bytes, tok_ptr, sorted_ids
 
 
 @nb.njit(cache=True, nogil=True)
+def _single_plain_item(g, items, sets, meta):
+    """The one item of the last set when it is alone and its state neither accepts nor calls
+    rules (the parse is then a plain DFA run until it does); else (-1, -1)."""
+    k = meta[M_NSETS] - 1
+    if sets[k + 1] - sets[k] != 1:
+        return -1, -1
+    s = items[sets[k], 0]
+    if state_flags(g, s) & (F_ACCEPT | F_CALLS):
+        return -1, -1
+    return s, items[sets[k], 1]
+
+
+@nb.njit(cache=True, nogil=True)
+def _materialize(g, s, origin, items, sets, htab, meta):
+    """Appends an Earley set holding (s, origin) and its closure."""
+    k = meta[M_NSETS]
+    if k + 1 >= sets.shape[0]:
+        return FULL
+    start = sets[k]
+    stamp = _next_stamp(htab, meta)
+    if _add(items, htab, meta, k, s, origin, stamp) == FULL or \
+            _closure(g, items, sets, htab, meta, k, stamp) == FULL:
+        meta[M_NITEMS] = start
+        return FULL
+    meta[M_NSETS] = k + 1
+    sets[k + 1] = meta[M_NITEMS]
+    return OK
+
+
+@nb.njit(cache=True, nogil=True)
 def walk_range(g, state0, i0, i1, depth0, u0, items, sets, htab, meta, tok_bytes, tok_ptr,
                sorted_ids, lcp, skip, follow, acc_bits, unc_out, n_unc, max_depth, long_unc):
     """Classifies sorted tokens ``i0 <= i < i1``, which share their first ``depth0`` bytes,
     from ``state0`` reached after those bytes (``u0``: whether the root rule could already
     have been left on the way, making them uncertain). Sets accepted bits, appends uncertain
-    positions after ``n_unc`` and returns the new count (or FULL)."""
+    positions after ``n_unc`` and returns the new count (or FULL).
+
+    Three modes: stepping the root rule's DFA; an Earley sub-parse (from the first state that
+    calls rules); and, inside the sub-parse, a DFA run while the parse is a single item whose
+    states neither accept nor call (a string inside a called rule): no Earley set is built
+    for those bytes, since no later item can have its origin there.
+    """
     states = np.empty(max_depth + 2, dtype=np.int32)
     unc = np.zeros(max_depth + 2, dtype=np.bool_)
     exitp = np.zeros(max_depth + 2, dtype=np.bool_)
+    nsets_at = np.zeros(max_depth + 2, dtype=np.int64)
+    inrun = np.zeros(max_depth + 2, dtype=np.bool_)
+    run_org = np.zeros(max_depth + 2, dtype=np.int64)
     states[depth0] = state0
     unc[depth0] = u0
     sub = -1  # depth where the Earley sub-parse starts; -1: stepping the DFA
+    run = False  # inside the sub-parse: in a single-item DFA run
+    run_origin = 0
     pushed = depth0
     i = i0
     while i < i1:
@@ -143,8 +185,11 @@ def walk_range(g, state0, i0, i1, depth0, u0, items, sets, htab, meta, tok_bytes
             if sub >= 0:
                 if common < sub:
                     sub = -1
+                    run = False
                 else:
-                    pop_to(sets, meta, 2 + common - sub)
+                    pop_to(sets, meta, nsets_at[common])
+                    run = inrun[common]
+                    run_origin = run_org[common]
             pushed = common
         p = tok_ptr[i]
         length = tok_ptr[i + 1] - p
@@ -163,6 +208,8 @@ def walk_range(g, state0, i0, i1, depth0, u0, items, sets, htab, meta, tok_bytes
                     if _start_subparse(g, s, items, sets, htab, meta) == FULL:
                         return FULL
                     sub = pushed
+                    nsets_at[pushed] = meta[M_NSETS]
+                    inrun[pushed] = False
                     exitp[pushed] = pushed > 0 and (f & F_ACCEPT) != 0
                 else:
                     u = unc[pushed] or (pushed > 0 and (f & F_ACCEPT) != 0 and follow[b])
@@ -181,9 +228,29 @@ def walk_range(g, state0, i0, i1, depth0, u0, items, sets, htab, meta, tok_bytes
                     unc[pushed] = u
                     continue
             u = unc[pushed] or (exitp[pushed] and follow[b])
-            r = push_byte(g, items, sets, htab, meta, b)
-            if r == FULL:
-                return FULL
+            if run:
+                t = step(g, states[pushed], g[HEADER + b])
+                if t < 0:
+                    r = REJECT
+                else:
+                    r = OK
+                    if state_flags(g, t) & (F_ACCEPT | F_CALLS):
+                        r = _materialize(g, t, run_origin, items, sets, htab, meta)
+                        if r == FULL:
+                            return FULL
+                        run = False
+                    else:
+                        states[pushed + 1] = t
+            else:
+                r = push_byte(g, items, sets, htab, meta, b)
+                if r == FULL:
+                    return FULL
+                if r == OK:
+                    s1, o1 = _single_plain_item(g, items, sets, meta)
+                    if s1 >= 0:
+                        run = True
+                        run_origin = o1
+                        states[pushed + 1] = s1
             if r != OK:
                 j = min(skip[p + pushed], i1)
                 if u:
@@ -195,7 +262,10 @@ def walk_range(g, state0, i0, i1, depth0, u0, items, sets, htab, meta, tok_bytes
                 break
             pushed += 1
             unc[pushed] = u
-            exitp[pushed] = _exit_possible(g, items, sets, meta)
+            nsets_at[pushed] = meta[M_NSETS]
+            inrun[pushed] = run
+            run_org[pushed] = run_origin
+            exitp[pushed] = (not run) and _exit_possible(g, items, sets, meta)
         if not dead:
             _set_bit(acc_bits, sorted_ids[i])
             i += 1
