@@ -17,8 +17,14 @@ class CompiledGrammar:
     threads) can share one. Picklable.
     """
 
-    __slots__ = ("_grammar", "_tokenizer_info", "_automata", "_mask_cache", "_lock",
-                 "__weakref__")
+    __slots__ = (
+        "__weakref__",
+        "_automata",
+        "_grammar",
+        "_lock",
+        "_mask_cache",
+        "_tokenizer_info",
+    )
 
     def __init__(self, grammar: Grammar, tokenizer_info, automata: RuleAutomata | None = None):
         self._grammar = grammar

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -127,12 +127,16 @@ class GrammarMatcher:
         if self._terminated:
             return True
         if self._terminate_without_stop:
-            return self._can_end() and not MK.m_can_continue(self._g, self._buf, self._meta)
+            return self._can_end() and not self.can_continue()
         return False
 
     def is_completed(self) -> bool:
         """Whether the output so far is a complete sentence (a stop token would be accepted)."""
         return self._terminated or self._can_end()
+
+    def can_continue(self) -> bool:
+        """Whether some byte may still follow (False: only a stop token can come next)."""
+        return not self._terminated and bool(MK.m_can_continue(self._g, self._buf, self._meta))
 
     def _can_end(self) -> bool:
         return bool(MK.m_can_end(self._g, self._buf, self._meta))

@@ -42,7 +42,7 @@ class TokenTrie:
 
 
 _lock = threading.Lock()
-_shared: "weakref.WeakKeyDictionary[TokenTrie, tuple[dict, threading.Lock]]" = (
+_shared: weakref.WeakKeyDictionary[TokenTrie, tuple[dict, threading.Lock]] = (
     weakref.WeakKeyDictionary())
 
 
