@@ -6,9 +6,9 @@ into a 32-block quantized matmul are themselves quantized to int8 per block of 3
 (``quantize_rows``) and the dot products run as integer SIMD (see ``simd.py``): Q4_0, Q4_1,
 Q5_0, Q5_1 and Q8_0 straight from their blocks (or, for several tokens at once, from a row
 unpacked once into bytes), Q4_K and Q5_K from unpacked rows (their 32-element sub-blocks have
-one scale and one offset each). Types without an integer path (Q6_K, whose sub-blocks of 16
-each have their own scale, and F16, BF16, F32) dequantize one weight row at a time into a
-float buffer and take float dot products with the unquantized activations.
+one scale and one offset each), Q6_K from unpacked rows with a scale per 16 elements. F16,
+BF16 and F32 weights dequantize one row at a time into a float buffer and take float dot
+products with the unquantized activations.
 
 Every kernel releases the GIL (a grammar mask can be computed in another thread meanwhile).
 """
@@ -24,6 +24,7 @@ from .simd import (
     dot_q4_1_row,
     dot_q5_0_row,
     dot_q5_1_row,
+    dot_q6_k_unpacked_row,
     dot_q8_0_row,
     dot_unpacked_row,
     half_to_float,
@@ -338,6 +339,35 @@ def unpack_row_u8(qtype, w, o, nb, q, wd, wc):
                 q[b * 32 + j] |= np.uint8(((qh >> np.uint32(j)) & np.uint32(1)) << np.uint32(4))
 
 
+@njit(**_JIT_FAST)
+def unpack_row_q6_k(w, o, nb, q, wd16):
+    """Spread a Q6_K row into unsigned 6-bit quants ``q`` and a scale per 16 elements, so
+    that weight j is ``wd16[j // 16] * (q[j] - 32)`` (``nb`` blocks of 32)."""
+    for sb in range(nb // 8):
+        bo = o + sb * 210
+        d = _f16(w, bo + 208)
+        for g in range(16):
+            wd16[sb * 16 + g] = d * np.float32(np.int8(w[bo + 192 + g]))
+        for h in range(2):
+            ql = bo + 64 * h
+            qh = bo + 128 + 32 * h
+            base = sb * 256 + 128 * h
+            for j in range(32):
+                a = w[ql + j]
+                c = w[ql + j + 32]
+                hb = w[qh + j]
+                q[base + j] = (a & np.uint8(15)) | ((hb & np.uint8(3)) << np.uint8(4))
+                q[base + j + 32] = (c & np.uint8(15)) | (
+                    ((hb >> np.uint8(2)) & np.uint8(3)) << np.uint8(4)
+                )
+                q[base + j + 64] = (a >> np.uint8(4)) | (
+                    ((hb >> np.uint8(4)) & np.uint8(3)) << np.uint8(4)
+                )
+                q[base + j + 96] = (c >> np.uint8(4)) | (
+                    ((hb >> np.uint8(6)) & np.uint8(3)) << np.uint8(4)
+                )
+
+
 # From this many activation rows on, a weight row is unpacked once and reused.
 _UNPACK_MIN_ROWS = 4
 
@@ -368,7 +398,13 @@ def matmul_segments(segs, w, ncols, x, xq, xd, xsum, out):
         qtype = segs[s, 1]
         ro = segs[s, 0] + r * row_nbytes(qtype, ncols)
         col = segs[s, 3] + r
-        if has_int8_path(qtype) and (n >= _UNPACK_MIN_ROWS or not _has_fused_row_dot(qtype)):
+        if qtype == Q6_K:
+            q6 = np.empty(ncols, np.uint8)
+            wd16 = np.empty(2 * nb, np.float32)
+            unpack_row_q6_k(w, ro, nb, q6, wd16)
+            for t in range(n):
+                out[t, col] = dot_q6_k_unpacked_row(q6, wd16, xq[t], xd[t], nb)
+        elif has_int8_path(qtype) and (n >= _UNPACK_MIN_ROWS or not _has_fused_row_dot(qtype)):
             q = np.empty(ncols, np.uint8)
             wd = np.empty(nb, np.float32)
             wc = np.empty(nb, np.float32)

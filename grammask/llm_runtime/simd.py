@@ -79,7 +79,7 @@ def _dot32_generic(builder, q8, x8):
     """<32 x i8> unsigned quants . <32 x i8> signed activations -> <8 x i32> partial sums.
 
     Written as widen-to-i16, pairwise multiply-add into i32 (LLVM matches vpmaddwd), then
-    halves added: no overflow since q <= 255 and |x| <= 127.
+    neighbouring lanes added: no overflow since q <= 255 and |x| <= 127.
     """
     q16 = builder.zext(q8, _vec(_I16, 32))
     x16 = builder.sext(x8, _vec(_I16, 32))
@@ -92,8 +92,9 @@ def _dot32_generic(builder, q8, x8):
     s16 = builder.add(
         builder.mul(half(q16, even), half(x16, even)), builder.mul(half(q16, odd), half(x16, odd))
     )
-    lo = builder.shuffle_vector(s16, s16, ir.Constant(_vec(_I32, 8), list(range(8))))
-    hi = builder.shuffle_vector(s16, s16, ir.Constant(_vec(_I32, 8), list(range(8, 16))))
+    # lane k sums elements 4k..4k+3, the same layout as vpdpbusd (Q6_K scales rely on it)
+    lo = builder.shuffle_vector(s16, s16, ir.Constant(_vec(_I32, 8), list(range(0, 16, 2))))
+    hi = builder.shuffle_vector(s16, s16, ir.Constant(_vec(_I32, 8), list(range(1, 16, 2))))
     return builder.add(lo, hi)
 
 
@@ -245,6 +246,58 @@ def _make_unpacked_dot(vnni):
 
     return unpacked_dot
 
+
+def _make_unpacked16_dot(vnni, offset):
+    dot32 = _dot32_vnni if vnni else _dot32_generic
+
+    @intrinsic
+    def unpacked16_dot(typingctx, q, wd16, xq, xd, nb):
+        """sum over 16-element groups g of wd16[g] xd[b] ((q_g - offset) . x_g), for rows whose
+        scale changes every 16 elements (Q6_K). Lanes 0-3 of a block's <8 x i32> partial sums
+        cover its first 16 elements, lanes 4-7 the next 16."""
+        sig = types.float32(q, wd16, xq, xd, nb)
+
+        def codegen(context, builder, signature, args):
+            qp, wp, xp, dp = (
+                _data_ptr(context, builder, signature.args[i], args[i]) for i in range(4)
+            )
+            acc = cgutils.alloca_once_value(builder, ir.Constant(_vec(_F32, 8), [0.0] * 8))
+            ones = _splat_const(_I8, 32, 1)
+            off = _splat_const(_I32, 8, offset)
+            undef = ir.Constant(_vec(_F32, 8), ir.Undefined)
+            with cgutils.for_range(builder, args[4]) as loop:
+                b = loop.index
+                o = builder.mul(b, ir.Constant(_I64, 32))
+                xv = _load(builder, xp, o, _vec(_I8, 32))
+                s = dot32(builder, _load(builder, qp, o, _vec(_I8, 32)), xv)
+                sx = dot32(builder, ones, xv)
+                t = builder.sitofp(builder.sub(s, builder.mul(sx, off)), _vec(_F32, 8))
+                xd_b = builder.load(builder.gep(dp, [b]))
+                g = builder.mul(b, ir.Constant(_I64, 2))
+                s0 = builder.fmul(builder.load(builder.gep(wp, [g])), xd_b, flags=_FAST)
+                g1 = builder.add(g, ir.Constant(_I64, 1))
+                s1 = builder.fmul(builder.load(builder.gep(wp, [g1])), xd_b, flags=_FAST)
+                pair = builder.insert_element(undef, s0, ir.Constant(_I32, 0))
+                pair = builder.insert_element(pair, s1, ir.Constant(_I32, 1))
+                scales = builder.shuffle_vector(
+                    pair, undef, ir.Constant(_vec(_I32, 8), [0, 0, 0, 0, 1, 1, 1, 1])
+                )
+                prod = builder.fmul(t, scales, flags=_FAST)
+                builder.store(builder.fadd(builder.load(acc), prod, flags=_FAST), acc)
+            fnty = ir.FunctionType(_F32, [_F32, _vec(_F32, 8)])
+            red = cgutils.get_or_insert_function(
+                builder.module, fnty, "llvm.vector.reduce.fadd.v8f32"
+            )
+            return builder.call(red, [ir.Constant(_F32, 0.0), builder.load(acc)], fastmath=_FAST)
+
+        return sig, codegen
+
+    return unpacked16_dot
+
+
+GENERIC_UNPACKED16_DOT = _make_unpacked16_dot(vnni=False, offset=32)
+VNNI_UNPACKED16_DOT = _make_unpacked16_dot(vnni=True, offset=32)
+dot_q6_k_unpacked_row = VNNI_UNPACKED16_DOT if HOST_HAS_VNNI else GENERIC_UNPACKED16_DOT
 
 GENERIC_UNPACKED_DOT = _make_unpacked_dot(vnni=False)
 VNNI_UNPACKED_DOT = _make_unpacked_dot(vnni=True)

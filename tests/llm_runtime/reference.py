@@ -17,7 +17,7 @@ def _field(reader, key, default=None):
     return f.contents()
 
 
-_INT8_TYPES = {"Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K"}
+_INT8_TYPES = {"Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"}
 
 
 def quantize_activations(x):

@@ -12,7 +12,8 @@ from grammask.llm_runtime.gguf_file import QUANT_IDS
 from .tiny_gguf import random_blocks
 
 ALL_TYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"]
-INT8_TYPES = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K"]
+INT8_TYPES = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"]
+UNPACK_TYPES = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K"]
 FUSED_TYPES = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"]
 
 
@@ -131,7 +132,7 @@ def test_both_simd_variants_of_row_dot(variant, type_name):
 
 
 @pytest.mark.parametrize("variant", ["generic", "vnni"])
-@pytest.mark.parametrize("type_name", INT8_TYPES)
+@pytest.mark.parametrize("type_name", UNPACK_TYPES)
 def test_unpacked_rows_and_both_variants_of_unpacked_dot(variant, type_name):
     from grammask.llm_runtime import simd
 
@@ -168,3 +169,35 @@ def _unpacked_caller(dot):
         return dot(q, wd, wc, xq, xd, xs, nb)
 
     return call
+
+
+@pytest.mark.parametrize("variant", ["generic", "vnni"])
+def test_q6_k_unpacking_and_both_variants_of_its_dot(variant):
+    from numba import njit
+
+    from grammask.llm_runtime import simd
+
+    if variant == "vnni" and not simd.HOST_HAS_VNNI:
+        pytest.skip("host has no VNNI")
+    dot = simd.VNNI_UNPACKED16_DOT if variant == "vnni" else simd.GENERIC_UNPACKED16_DOT
+
+    @njit
+    def call(q, wd16, xq, xd, nb):
+        return dot(q, wd16, xq, xd, nb)
+
+    rng = np.random.default_rng(5)
+    buf, off, W = _tensor("Q6_K", 1, 512, rng)
+    q = np.empty(512, np.uint8)
+    wd16 = np.empty(32, np.float32)
+    K.unpack_row_q6_k(buf, off, 16, q, wd16)
+    np.testing.assert_allclose(
+        (wd16[:, None] * (q.reshape(32, 16).astype(np.float64) - 32)).reshape(-1), W[0], rtol=1e-6
+    )
+    x = rng.standard_normal((1, 512)).astype(np.float32)
+    xq = np.empty((1, 512), np.int8)
+    xd = np.empty((1, 16), np.float32)
+    xs = np.empty_like(xd)
+    K.quantize_rows(x, xq, xd, xs)
+    xin = (xq.reshape(-1, 32) * xd[0, :, None].astype(np.float64)).reshape(512)
+    got = call(q, wd16, xq[0], xd[0], 16)
+    assert abs(got - W[0] @ xin) <= 2e-6 * np.abs(W[0]).sum() * np.abs(xin).max()
