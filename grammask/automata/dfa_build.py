@@ -143,7 +143,8 @@ class GrammarDfas:
     def __init__(self, call_symbol: CallSymbol | None, single_use=frozenset()):
         self.call_symbol = call_symbol
         self.single_use = single_use
-        self.memo: dict[Expr, RuleDfa] = {}
+        self.memo: dict[Expr, RuleDfa] = {}  # by value
+        self.by_id: dict[int, tuple[Expr, RuleDfa]] = {}  # by identity: no hashing of trees
 
     def rule_dfa(self, expr: Expr) -> RuleDfa:
         return _Builder(_Nfa(), self).fragment(expr)
@@ -456,6 +457,9 @@ class _Builder:
     def fragment(self, e: Expr) -> RuleDfa:
         """The minimal DFA of ``e`` (memoized per grammar, and process-wide when ``e`` has
         no rule references)."""
+        hit = self.grammar.by_id.get(id(e))
+        if hit is not None:
+            return hit[1]
         d = self.memo.get(e)
         if d is None:
             if _has_refs(e):
@@ -465,6 +469,7 @@ class _Builder:
             else:
                 d = _cached_fragment(e)
             self.memo[e] = d
+        self.grammar.by_id[id(e)] = (e, d)  # holding e keeps its id unique
         return d
 
     def _ref(self, e: Ref, src: int, dst: int) -> None:

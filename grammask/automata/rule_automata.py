@@ -18,7 +18,6 @@ from ..errors import GrammarError
 from ..grammar.ir import (
     Alt,
     Automaton,
-    ByteSet,
     CharSet,
     Expr,
     Grammar,
@@ -26,7 +25,6 @@ from ..grammar.ir import (
     Ref,
     Repeat,
     Seq,
-    refs_of,
 )
 from ..mask_kernels.dfa_kernels import derivable
 from ..mask_kernels.earley import F_ACCEPT, F_BYTES, F_CALLS, pack_grammar
@@ -61,13 +59,7 @@ def build_rule_automata(grammar: Grammar, *, method: str = "fast") -> RuleAutoma
     if method not in ("fast", "reference"):
         raise ValueError(f"unknown method {method!r}")
     rules = grammar.rules
-    refs: dict[str, list[str]] = {}  # rule -> the rules it refers to, sorted
-    reachable = _reachable_rules(grammar, refs)
-    recursive = _recursive_rules(reachable, refs)
-    uses: dict[str, int] = {n: 0 for n in reachable}
-    for n in reachable:
-        _count_refs(rules[n], uses)
-    keep = _choose_kept_rules(grammar, reachable, recursive, refs, uses)
+    keep, uses = _analyse(grammar)
 
     index = {name: i for i, name in enumerate(keep)}
 
@@ -109,8 +101,61 @@ def build_rule_automata(grammar: Grammar, *, method: str = "fast") -> RuleAutoma
 # --------------------------------------------------------------------------- rule analysis
 
 
-def _reachable_rules(grammar: Grammar, refs: dict[str, list[str]]) -> list[str]:
-    """Rules reachable from the start, breadth first; fills ``refs`` for each of them."""
+def _analyse(grammar: Grammar) -> tuple[list[str], dict[str, int]]:
+    """The rules to keep (the start first, then breadth first) and the number of references
+    to every reachable rule."""
+    shapes: dict[str, _Shape] = {}
+    reachable = _reachable_rules(grammar, shapes)
+    recursive = _recursive_rules(reachable, {name: sh.refs for name, sh in shapes.items()})
+    uses: dict[str, int] = dict.fromkeys(reachable, 0)
+    for shape in shapes.values():
+        for r, k in shape.uses.items():
+            uses[r] += k
+    return _choose_kept_rules(grammar, reachable, recursive, shapes, uses), uses
+
+
+@dataclass
+class _Shape:
+    """What the rule analysis needs of a rule body, from one walk over it."""
+
+    refs: list[str]  # the rules it refers to, sorted
+    uses: dict[str, int]  # how many references to each
+    # size estimate (a rough count of NFA states) = const + sum(coef[r] * size of r)
+    const: float
+    coef: dict[str, float]
+
+
+def _shape(e: Expr) -> _Shape:
+    const = 0.0
+    coef: dict[str, float] = {}
+    uses: dict[str, int] = {}
+    stack = [(e, 1.0)]
+    while stack:
+        x, m = stack.pop()
+        t = type(x)
+        if t is Seq or t is Alt:
+            const += m
+            stack.extend((i, m) for i in x.items)
+        elif t is Literal:
+            const += m * len(x.data)
+        elif t is Ref:
+            coef[x.name] = coef.get(x.name, 0.0) + m
+            uses[x.name] = uses.get(x.name, 0) + 1
+        elif t is Repeat:
+            const += m
+            times = x.max if x.max is not None else x.min + 1
+            stack.append((x.item, m * max(times, 1)))
+        elif t is CharSet:
+            const += m * (1 + len(x.ranges))
+        elif t is Automaton:
+            const += m * len(x.edges)
+        else:
+            const += m
+    return _Shape(sorted(uses), uses, const, coef)
+
+
+def _reachable_rules(grammar: Grammar, shapes: dict[str, _Shape]) -> list[str]:
+    """Rules reachable from the start, breadth first; fills ``shapes`` for each of them."""
     rules = grammar.rules
     order = [grammar.start]
     seen = {grammar.start}
@@ -118,8 +163,8 @@ def _reachable_rules(grammar: Grammar, refs: dict[str, list[str]]) -> list[str]:
     while i < len(order):
         name = order[i]
         i += 1
-        refs[name] = sorted(refs_of(rules[name]))
-        for r in refs[name]:
+        shapes[name] = _shape(rules[name])
+        for r in shapes[name].refs:
             if r not in rules:
                 raise GrammarError(f"rule {name!r} refers to undefined rule {r!r}")
             if r not in seen:
@@ -173,26 +218,19 @@ def _recursive_rules(names: list[str], graph: dict[str, list[str]]) -> set[str]:
 
 
 def _choose_kept_rules(grammar: Grammar, reachable: list[str], recursive: set[str],
-                       refs: dict[str, list[str]], uses: dict[str, int]) -> list[str]:
-    rules = grammar.rules
-    inline: set[str] = set()
-    sizes: dict[str, float] = {}
-
-    def size_of(name: str) -> float:
-        if name in sizes:
-            return sizes[name]
-        sizes[name] = 1.0  # provisional, guards recursion
-        sizes[name] = _estimate(rules[name], lambda r: size_of(r) if r in inline else 1.0)
-        return sizes[name]
+                       shapes: dict[str, _Shape], uses: dict[str, int]) -> list[str]:
+    """The rules that stay rules; the others are inlined into their callers: the small ones,
+    and the ones used once that are not too large (sizes estimated with inlined callees)."""
+    inline: dict[str, float] = {}  # inlined rule -> its estimated size
 
     # decide callees before callers (post-order of the reference graph)
-    for name in _post_order(grammar.start, refs):
+    for name in _post_order(grammar.start, {n: sh.refs for n, sh in shapes.items()}):
         if name == grammar.start or name in recursive:
             continue
-        sizes.pop(name, None)
-        s = size_of(name)
+        shape = shapes[name]
+        s = shape.const + sum(k * inline.get(r, 1.0) for r, k in shape.coef.items())
         if s <= INLINE_SMALL or (uses[name] <= 1 and s <= INLINE_ONCE):
-            inline.add(name)
+            inline[name] = s
     return [n for n in reachable if n not in inline]
 
 
@@ -211,39 +249,6 @@ def _post_order(start: str, refs: dict[str, list[str]]) -> list[str]:
             work.pop()
             order.append(name)
     return order
-
-
-def _count_refs(e: Expr, uses: dict[str, int]) -> None:
-    stack = [e]
-    while stack:
-        x = stack.pop()
-        if isinstance(x, Ref):
-            uses[x.name] = uses.get(x.name, 0) + 1
-        elif isinstance(x, (Seq, Alt)):
-            stack.extend(x.items)
-        elif isinstance(x, Repeat):
-            stack.append(x.item)
-
-
-def _estimate(e: Expr, ref_size) -> float:
-    """A rough count of the NFA states ``e`` expands to."""
-    if isinstance(e, Literal):
-        return len(e.data)
-    if isinstance(e, ByteSet):
-        return 1
-    if isinstance(e, CharSet):
-        return 1 + len(e.ranges)
-    if isinstance(e, (Seq, Alt)):
-        return 1 + sum(_estimate(i, ref_size) for i in e.items)
-    if isinstance(e, Repeat):
-        inner = _estimate(e.item, ref_size)
-        times = e.max if e.max is not None else e.min + 1
-        return 1 + inner * max(times, 1)
-    if isinstance(e, Ref):
-        return ref_size(e.name)
-    if isinstance(e, Automaton):
-        return len(e.edges)
-    return 1
 
 
 def _derivable(t: _Tables, use_bytes: bool) -> np.ndarray:

@@ -124,6 +124,7 @@ def _determinize(n_nfa, start, final, eps_ptr, eps_to, lab_ptr, lab, lab_to, n_l
     touched = np.empty(n_labels, dtype=np.int32)
     bucket = np.empty(64, dtype=np.int32)
     seeds = np.empty(1, dtype=np.int32)
+    single_id = np.full(n_nfa, -1, dtype=np.int32)  # DFA state of closure({q})
 
     seeds[0] = start
     gen += 1
@@ -155,7 +156,16 @@ def _determinize(n_nfa, start, final, eps_ptr, eps_to, lab_ptr, lab, lab_to, n_l
                     n_touched += 1
                 cnt[c] += 1
                 total += 1
-        touched[:n_touched].sort()
+        if n_touched > 32:
+            touched[:n_touched].sort()
+        else:
+            for u in range(1, n_touched):
+                x = touched[u]
+                v = u - 1
+                while v >= 0 and touched[v] > x:
+                    touched[v + 1] = touched[v]
+                    v -= 1
+                touched[v + 1] = x
         bucket = _grow(bucket, total)
         # prefix offsets (cnt becomes the fill pointer, starts recorded in a second pass)
         pos = 0
@@ -190,6 +200,15 @@ def _determinize(n_nfa, start, final, eps_ptr, eps_to, lab_ptr, lab, lab_to, n_l
             prev_begin = begin
             prev_end = end
             if same:
+                begin = end
+                t_lab[n_t] = c
+                t_to[n_t] = found
+                n_t += 1
+                continue
+            single = bucket[begin] if end - begin == 1 else -1
+            if single >= 0 and single_id[single] >= 0:
+                # the closure of one NFA state: known from an earlier transition
+                found = single_id[single]
                 begin = end
                 t_lab[n_t] = c
                 t_to[n_t] = found
@@ -242,6 +261,8 @@ def _determinize(n_nfa, start, final, eps_ptr, eps_to, lab_ptr, lab, lab_to, n_l
                         while htab[s2] >= 0:
                             s2 = (s2 + np.uint64(1)) & mask
                         htab[s2] = d
+            if single >= 0:
+                single_id[single] = found
             t_lab[n_t] = c
             t_to[n_t] = found
             n_t += 1
@@ -252,51 +273,66 @@ def _determinize(n_nfa, start, final, eps_ptr, eps_to, lab_ptr, lab, lab_to, n_l
 
 
 # --------------------------------------------------------------------------- minimization
-# Refinable partitions: ``elems`` lists the elements set by set, set ``s`` occupying
-# elems[first[s]:past[s]]; marked elements of ``s`` are moved to elems[first[s]:mid[s]].
+# Refinable partitions, packed in one int32[7, n + 1] array (one array argument: calls stay
+# cheap). Row ELEMS lists the elements set by set, set s occupying ELEMS[FIRST[s]:PAST[s]];
+# its marked elements are moved to ELEMS[FIRST[s]:MID[s]]. LOC is the position of an element
+# in ELEMS, SET its set; TOUCHED lists the sets with marked elements.
+ELEMS, LOC, SET, FIRST, PAST, MID, TOUCHED = range(7)
+
+
+@nb.njit(cache=True, nogil=True)
+def _partition(n):
+    """One set holding the elements 0..n-1."""
+    p = np.zeros((7, n + 1), dtype=np.int32)
+    p[ELEMS, :n] = np.arange(n)
+    p[LOC, :n] = np.arange(n)
+    p[PAST, 0] = n
+    return p
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _mark(e, elems, loc, sidx, first, mid, touched, n_touched):
-    s = sidx[e]
-    i = loc[e]
-    j = mid[s]
+def _mark(p, e, n_touched):
+    s = p[SET, e]
+    i = p[LOC, e]
+    j = p[MID, s]
     if i >= j:
-        f = elems[j]
-        elems[i] = f
-        loc[f] = i
-        elems[j] = e
-        loc[e] = j
-        if j == first[s]:
-            touched[n_touched] = s
+        f = p[ELEMS, j]
+        p[ELEMS, i] = f
+        p[LOC, f] = i
+        p[ELEMS, j] = e
+        p[LOC, e] = j
+        if j == p[FIRST, s]:
+            p[TOUCHED, n_touched] = s
             n_touched += 1
-        mid[s] = j + 1
+        p[MID, s] = j + 1
     return n_touched
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _split(elems, sidx, first, past, mid, touched, n_touched, z):
+def _split(p, n_touched, z):
     """Splits every touched set into its marked and unmarked parts; the smaller part becomes
     a new set. Returns the new number of sets."""
     while n_touched > 0:
         n_touched -= 1
-        s = touched[n_touched]
-        j = mid[s]
-        if j == past[s]:
-            mid[s] = first[s]
+        s = p[TOUCHED, n_touched]
+        j = p[MID, s]
+        first = p[FIRST, s]
+        past = p[PAST, s]
+        if j == past:
+            p[MID, s] = first
             continue
-        if j - first[s] <= past[s] - j:
-            first[z] = first[s]
-            past[z] = j
-            first[s] = j
+        if j - first <= past - j:
+            p[FIRST, z] = first
+            p[PAST, z] = j
+            p[FIRST, s] = j
         else:
-            past[z] = past[s]
-            first[z] = j
-            past[s] = j
-        for i in range(first[z], past[z]):
-            sidx[elems[i]] = z
-        mid[s] = first[s]
-        mid[z] = first[z]
+            p[FIRST, z] = j
+            p[PAST, z] = past
+            p[PAST, s] = j
+        for i in range(p[FIRST, z], p[PAST, z]):
+            p[SET, p[ELEMS, i]] = z
+        p[MID, s] = p[FIRST, s]
+        p[MID, z] = p[FIRST, z]
         z += 1
     return z
 
@@ -355,39 +391,27 @@ def _minimize(n, accept, t_ptr, t_lab, t_to, n_labels):
             k += 1
 
     # blocks: start with one, split off the accepting states
-    b_elems = np.arange(nn, dtype=np.int32)
-    b_loc = np.arange(nn, dtype=np.int32)
-    b_sidx = np.zeros(nn, dtype=np.int32)
-    b_first = np.zeros(nn + 1, dtype=np.int32)
-    b_past = np.zeros(nn + 1, dtype=np.int32)
-    b_mid = np.zeros(nn + 1, dtype=np.int32)
-    b_touched = np.empty(nn + 1, dtype=np.int32)
-    b_past[0] = nn
-    bz = 1
+    bp = _partition(nn)
     nt = 0
     for s in range(n):
         if live[s] and accept[s]:
-            nt = _mark(new[s], b_elems, b_loc, b_sidx, b_first, b_mid, b_touched, nt)
-    bz = _split(b_elems, b_sidx, b_first, b_past, b_mid, b_touched, nt, bz)
+            nt = _mark(bp, new[s], nt)
+    bz = _split(bp, nt, 1)
 
     # cords: transitions grouped by label
+    cp = _partition(mm)
     c_ptr, c_elems = _csr(n_labels, label)
-    c_loc = np.empty(mm, dtype=np.int32)
-    for i in range(mm):
-        c_loc[c_elems[i]] = i
-    c_sidx = np.empty(mm, dtype=np.int32)
-    c_first = np.zeros(mm + 1, dtype=np.int32)
-    c_past = np.zeros(mm + 1, dtype=np.int32)
-    c_mid = np.zeros(mm + 1, dtype=np.int32)
-    c_touched = np.empty(mm + 1, dtype=np.int32)
     cz = 0
     for lb in range(n_labels):
         if c_ptr[lb + 1] > c_ptr[lb]:
-            c_first[cz] = c_ptr[lb]
-            c_past[cz] = c_ptr[lb + 1]
-            c_mid[cz] = c_ptr[lb]
+            cp[FIRST, cz] = c_ptr[lb]
+            cp[PAST, cz] = c_ptr[lb + 1]
+            cp[MID, cz] = c_ptr[lb]
             for i in range(c_ptr[lb], c_ptr[lb + 1]):
-                c_sidx[c_elems[i]] = cz
+                e = c_elems[i]
+                cp[ELEMS, i] = e
+                cp[LOC, e] = i
+                cp[SET, e] = cz
             cz += 1
     a_ptr, a_ord = _csr(nn, head)  # incoming transitions per live state
 
@@ -395,21 +419,21 @@ def _minimize(n, accept, t_ptr, t_lab, t_to, n_labels):
     c = 0
     while c < cz:
         nt = 0
-        for i in range(c_first[c], c_past[c]):
-            nt = _mark(tail[c_elems[i]], b_elems, b_loc, b_sidx, b_first, b_mid, b_touched, nt)
-        bz = _split(b_elems, b_sidx, b_first, b_past, b_mid, b_touched, nt, bz)
+        for i in range(cp[FIRST, c], cp[PAST, c]):
+            nt = _mark(bp, tail[cp[ELEMS, i]], nt)
+        bz = _split(bp, nt, bz)
         c += 1
         while b < bz:
             nt = 0
-            for i in range(b_first[b], b_past[b]):
-                q = b_elems[i]
+            for i in range(bp[FIRST, b], bp[PAST, b]):
+                q = bp[ELEMS, i]
                 for j in range(a_ptr[q], a_ptr[q + 1]):
-                    nt = _mark(a_ord[j], c_elems, c_loc, c_sidx, c_first, c_mid, c_touched, nt)
-            cz = _split(c_elems, c_sidx, c_first, c_past, c_mid, c_touched, nt, cz)
+                    nt = _mark(cp, a_ord[j], nt)
+            cz = _split(cp, nt, cz)
             b += 1
     for s in range(n):
         if live[s]:
-            block[s] = b_sidx[new[s]]
+            block[s] = bp[SET, new[s]]
     return block, bz
 
 

@@ -51,13 +51,7 @@ def previous_build(grammar: Grammar) -> ra.RuleAutomata:
     minimize per kept rule, fixpoints over fsm.Dfa objects, assembly with np.unique. The
     choice of kept rules is shared with the current code (it is policy, not construction)."""
     rules = grammar.rules
-    refs: dict[str, list[str]] = {}
-    reachable = ra._reachable_rules(grammar, refs)
-    recursive = ra._recursive_rules(reachable, refs)
-    uses = {n: 0 for n in reachable}
-    for n in reachable:
-        ra._count_refs(rules[n], uses)
-    keep = ra._choose_kept_rules(grammar, reachable, recursive, refs, uses)
+    keep, _ = ra._analyse(grammar)
     index = {name: i for i, name in enumerate(keep)}
 
     def call_symbol(name):
