@@ -8,6 +8,7 @@ constraint options (schema, grammar, regex) slot into their own group.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 
@@ -43,7 +44,14 @@ def _add_generate_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPa
     samp.add_argument(
         "--stop", action="append", default=None, help="stop string (repeatable); not printed"
     )
-    p.add_argument_group("constraints", "restrict the output to a language")
+    cons = p.add_argument_group("constraints", "restrict the output to a language")
+    excl = cons.add_mutually_exclusive_group()
+    excl.add_argument("--schema", metavar="FILE",
+                      help="JSON Schema file: the output is JSON valid against it")
+    excl.add_argument("--grammar", metavar="FILE", help="Lark or GBNF grammar file")
+    excl.add_argument("--regex", metavar="PATTERN", help="the whole output matches PATTERN")
+    cons.add_argument("--no-jump-forward", action="store_true",
+                      help="sample every token, also those the grammar forces")
     p.set_defaults(run=_run_generate)
     return p
 
@@ -66,14 +74,40 @@ def _generate_kwargs(args: argparse.Namespace) -> dict:
     }
 
 
+def _constraint_kwargs(args: argparse.Namespace) -> dict:
+    if args.schema:
+        with open(args.schema, encoding="utf-8") as fh:
+            text = fh.read()
+        try:
+            return {"schema": json.loads(text)}
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{args.schema}: not JSON: {e}") from None
+    if args.grammar:
+        with open(args.grammar, encoding="utf-8") as fh:
+            return {"grammar": fh.read()}
+    if args.regex is not None:
+        return {"regex": args.regex}
+    return {}
+
+
 def _run_generate(args: argparse.Namespace) -> int:
     from .llm_runtime import LLM
 
+    constraint = _constraint_kwargs(args)  # read (and fail) before loading the model
     llm = LLM(args.model, n_threads=args.threads)
-    for piece in llm.generate(_generate_prompt(args), stream=True, **_generate_kwargs(args)):
+    kwargs = _generate_kwargs(args)
+    if constraint:
+        kwargs["jump_forward"] = not args.no_jump_forward
+    stream = llm.generate(_generate_prompt(args), stream=True, **constraint, **kwargs)
+    for piece in stream:
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
+    result = stream.result
+    if result is not None and result.finish_reason == "length" and constraint:
+        print(f"grammask: stopped at --max-tokens {args.max_tokens} before the output was "
+              "complete; raise --max-tokens", file=sys.stderr)
+        return 3
     return 0
 
 
