@@ -28,12 +28,21 @@ def sample_token(
         return best
     if rng is None:
         rng = np.random.default_rng()
+    # masked tokens first: numpy's selection slows down badly on many equal -inf values,
+    # and a grammar mask often leaves only a handful of candidates
+    finite = np.flatnonzero(logits > -np.inf)
+    if finite.shape[0] < logits.shape[0]:
+        ids0, logits = finite, logits[finite]
+    else:
+        ids0 = None
     n = logits.shape[0]
     if 0 < top_k < n:
         ids = np.argpartition(logits, n - top_k)[n - top_k :]
     else:
         ids = np.arange(n)
     vals = logits[ids].astype(np.float64) / temperature
+    if ids0 is not None:
+        ids = ids0[ids]
     keep = vals > -np.inf
     if not keep.any():
         raise ValueError("every token is masked (all logits are -inf)")
