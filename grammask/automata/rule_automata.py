@@ -26,7 +26,7 @@ from ..grammar.ir import (
     Repeat,
     Seq,
 )
-from ..mask_kernels.dfa_kernels import derivable
+from ..mask_kernels.dfa_kernels import derivable, layout_rules
 from ..mask_kernels.earley import F_ACCEPT, F_BYTES, F_CALLS, pack_grammar
 from .dfa_build import GrammarDfas, RuleDfa, dfa_without_calls, rule_dfa_reference
 
@@ -307,40 +307,17 @@ def _layout(dfas: list[RuleDfa]) -> _Tables:
     if n_states >= 2**31 - 1:
         raise GrammarError("grammar too large: more than 2**31 automaton states")
 
-    # Byte classes: cut the bytes at every rule's class boundary (intervals), then merge the
-    # intervals that every rule's table treats alike.
-    bounds = np.unique(np.concatenate([d.bounds for d in dfas]))
-    iv_lo = bounds[:-1]
-    local = [np.searchsorted(d.bounds, iv_lo, side="right") - 1 for d in dfas]
-    keys = np.stack([_column_ids(d.trans)[loc] for d, loc in zip(dfas, local)], axis=1)
-    _, first_iv, iv_key = np.unique(keys, axis=0, return_index=True, return_inverse=True)
-    iv_key = iv_key.reshape(-1)
-    # number the classes in order of their first byte, for determinism
-    order = np.argsort(first_iv, kind="stable")
-    cls_of_key = np.empty(len(order), dtype=np.int32)
-    cls_of_key[order] = np.arange(len(order), dtype=np.int32)
-    cls_of_iv = cls_of_key[iv_key]
-    rep_iv = first_iv[order]  # one interval per class
-    byte_class = np.repeat(cls_of_iv, np.diff(bounds)).astype(np.int32)
-
-    trans = np.empty((n_states, len(rep_iv)), dtype=np.int32)
-    flags = np.zeros(n_states, dtype=np.int32)
-    call_rule_parts, call_dst_parts, call_count = [], [], np.zeros(n_states, dtype=np.int32)
-    for r, d in enumerate(dfas):
-        b, e = int(base[r]), int(base[r + 1])
-        t = d.trans[:, local[r][rep_iv]]
-        trans[b:e] = np.where(t >= 0, t + b, -1)
-        f = np.where(d.accept, F_ACCEPT, 0)
-        f |= np.where((d.trans >= 0).any(axis=1), F_BYTES, 0)
-        has_call = d.calls >= 0
-        f |= np.where(has_call.any(axis=1), F_CALLS, 0)
-        flags[b:e] = f
-        cs, cj = np.nonzero(has_call)  # row-major: by state, then by symbol
-        call_rule_parts.append(d.call_syms[cj])
-        call_dst_parts.append(d.calls[cs, cj] + b)
-        call_count[b:e] = has_call.sum(axis=1)
-    call_ptr = np.zeros(n_states + 1, dtype=np.int32)
-    np.cumsum(call_count, out=call_ptr[1:])
+    byte_class, trans, has_bytes, call_ptr, call_rule, call_dst = layout_rules(
+        sizes,
+        np.array([d.trans.shape[1] for d in dfas], dtype=np.int64),
+        np.concatenate([d.trans.ravel() for d in dfas]),
+        np.concatenate([d.bounds for d in dfas]),
+        np.concatenate([d.call_rows for d in dfas]),
+        np.array([len(d.call_rows) // 3 for d in dfas], dtype=np.int64),
+    )
+    accept = np.concatenate([d.accept for d in dfas])
+    flags = (np.where(accept, F_ACCEPT, 0) | np.where(has_bytes, F_BYTES, 0)
+             | np.where(np.diff(call_ptr) > 0, F_CALLS, 0)).astype(np.int32)
     return _Tables(
         base=base,
         byte_class=byte_class,
@@ -348,8 +325,8 @@ def _layout(dfas: list[RuleDfa]) -> _Tables:
         flags=flags,
         rule_of=np.repeat(np.arange(len(dfas), dtype=np.int32), sizes),
         call_ptr=call_ptr,
-        call_rule=np.concatenate(call_rule_parts).astype(np.int32),
-        call_dst=np.concatenate(call_dst_parts).astype(np.int32),
+        call_rule=call_rule,
+        call_dst=call_dst,
         rule_start=base[:-1].astype(np.int32),  # every rule DFA starts at its state 0
     )
 
@@ -377,32 +354,3 @@ def _assemble(names: tuple[str, ...], start_rule: int, t: _Tables) -> RuleAutoma
         byte_class=t.byte_class,
         state_base=t.base.astype(np.int32),
     )
-
-
-def _column_ids(table: np.ndarray) -> np.ndarray:
-    """Ids of the columns of ``table``, equal exactly for equal columns."""
-    n, k = table.shape
-    if k <= 1 or n == 0:
-        return np.zeros(k, dtype=np.int64)
-    # fingerprint the columns, then check that columns with equal fingerprints are equal
-    fp = (table.astype(np.int64) + 2).T @ _weights(n)
-    _, first, ids = np.unique(fp, return_index=True, return_inverse=True)
-    ids = ids.reshape(-1)
-    if not np.array_equal(table, table[:, first[ids]]):  # a collision: compare exactly
-        ids = np.unique(table.T, axis=0, return_inverse=True)[1].reshape(-1)
-    return ids
-
-
-_WEIGHTS = np.zeros(0, dtype=np.int64)
-
-
-def _weights(n: int) -> np.ndarray:
-    """n pseudo-random 64-bit weights (splitmix64 of 1..n), the same on every call."""
-    global _WEIGHTS
-    if len(_WEIGHTS) < n:
-        z = np.arange(1, max(n, 2 * len(_WEIGHTS)) + 1, dtype=np.uint64)
-        z *= np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        _WEIGHTS = (z ^ (z >> np.uint64(31))).view(np.int64)
-    return _WEIGHTS[:n]

@@ -41,6 +41,24 @@ def _csr(n, src):
 
 
 @nb.njit(cache=True, nogil=True)
+def _sort_prefix(a, n):
+    """Sorts a[:n] in place (insertion sort for short runs, Shell sort otherwise: small code,
+    quick to compile, and the runs here are short)."""
+    gap = 1
+    while gap < n // 3:
+        gap = 3 * gap + 1
+    while gap >= 1:
+        for i in range(gap, n):
+            x = a[i]
+            j = i - gap
+            while j >= 0 and a[j] > x:
+                a[j + gap] = a[j]
+                j -= gap
+            a[j + gap] = x
+        gap //= 3
+
+
+@nb.njit(cache=True, nogil=True)
 def _grow(a, need):
     if need <= a.shape[0]:
         return a
@@ -74,16 +92,7 @@ def _closure(seeds, n_seeds, eps_ptr, eps_to, mark, gen, stack, out):
                 mark[t] = gen
                 stack[top] = t
                 top += 1
-    if n_out > 16:
-        out[:n_out].sort()
-    else:  # insertion sort: closures are mostly tiny
-        for i in range(1, n_out):
-            x = out[i]
-            j = i - 1
-            while j >= 0 and out[j] > x:
-                out[j + 1] = out[j]
-                j -= 1
-            out[j + 1] = x
+    _sort_prefix(out, n_out)
     return n_out
 
 
@@ -156,16 +165,7 @@ def _determinize(n_nfa, start, final, eps_ptr, eps_to, lab_ptr, lab, lab_to, n_l
                     n_touched += 1
                 cnt[c] += 1
                 total += 1
-        if n_touched > 32:
-            touched[:n_touched].sort()
-        else:
-            for u in range(1, n_touched):
-                x = touched[u]
-                v = u - 1
-                while v >= 0 and touched[v] > x:
-                    touched[v + 1] = touched[v]
-                    v -= 1
-                touched[v + 1] = x
+        _sort_prefix(touched, n_touched)
         bucket = _grow(bucket, total)
         # prefix offsets (cnt becomes the fill pointer, starts recorded in a second pass)
         pos = 0
@@ -464,17 +464,20 @@ def _expand(eps, edges, calls, copies, f_ptr, f_edges, f_acc, f_calls):
     c_sym = np.empty(n_c, dtype=np.int32)
     c_dst = np.empty(n_c, dtype=np.int32)
     ke = eps.shape[0] // 2
-    eps_src[:ke] = eps[0::2]
-    eps_dst[:ke] = eps[1::2]
+    for i in range(ke):
+        eps_src[i] = eps[2 * i]
+        eps_dst[i] = eps[2 * i + 1]
     kb = edges.shape[0] // 4
-    e_src[:kb] = edges[0::4]
-    e_lo[:kb] = edges[1::4]
-    e_hi[:kb] = edges[2::4]
-    e_dst[:kb] = edges[3::4]
+    for i in range(kb):
+        e_src[i] = edges[4 * i]
+        e_lo[i] = edges[4 * i + 1]
+        e_hi[i] = edges[4 * i + 2]
+        e_dst[i] = edges[4 * i + 3]
     kc = calls.shape[0] // 3
-    c_src[:kc] = calls[0::3]
-    c_sym[:kc] = calls[1::3]
-    c_dst[:kc] = calls[2::3]
+    for i in range(kc):
+        c_src[i] = calls[3 * i]
+        c_sym[i] = calls[3 * i + 1]
+        c_dst[i] = calls[3 * i + 2]
     for i in range(n_copies):
         f = copies[4 * i]
         entry = copies[4 * i + 1]
@@ -535,9 +538,22 @@ def build_min_dfa(n_nfa, eps, edges, calls, copies, f_ptr, f_edges, f_acc, f_cal
         if cut[b]:
             bounds[j] = b
             j += 1
-    # call symbols -> columns after the byte classes
-    call_syms = np.unique(c_sym).astype(np.int32)
-    n_cols = call_syms.shape[0]
+    # call symbols -> columns after the byte classes, in increasing order
+    top = 0
+    for i in range(c_sym.shape[0]):
+        top = max(top, c_sym[i] + 1)
+    col_of_sym = np.full(top, -1, dtype=np.int32)
+    for i in range(c_sym.shape[0]):
+        col_of_sym[c_sym[i]] = 0
+    n_cols = 0
+    for x in range(top):
+        if col_of_sym[x] == 0:
+            col_of_sym[x] = n_cols
+            n_cols += 1
+    call_syms = np.empty(n_cols, dtype=np.int32)
+    for x in range(top):
+        if col_of_sym[x] >= 0:
+            call_syms[col_of_sym[x]] = x
     n_labels = k + n_cols
 
     # labelled transitions: one per (edge, covered class) and per call edge
@@ -556,14 +572,19 @@ def build_min_dfa(n_nfa, eps, edges, calls, copies, f_ptr, f_edges, f_acc, f_cal
             m += 1
     for i in range(c_src.shape[0]):
         l_src[m] = c_src[i]
-        l_lab[m] = k + np.searchsorted(call_syms, c_sym[i])
+        l_lab[m] = k + col_of_sym[c_sym[i]]
         l_dst[m] = c_dst[i]
         m += 1
     lab_ptr, order = _csr(n_nfa, l_src)
-    lab = l_lab[order]
-    lab_to = l_dst[order]
+    lab = np.empty(m, dtype=np.int32)
+    lab_to = np.empty(m, dtype=np.int32)
+    for i in range(m):
+        lab[i] = l_lab[order[i]]
+        lab_to[i] = l_dst[order[i]]
     eps_ptr, eorder = _csr(n_nfa, eps_src)
-    eps_to = eps_dst[eorder]
+    eps_to = np.empty(eorder.shape[0], dtype=np.int32)
+    for i in range(eorder.shape[0]):
+        eps_to[i] = eps_dst[eorder[i]]
 
     n, accept, t_ptr, t_lab, t_to = _determinize(
         n_nfa, 0, 1, eps_ptr, eps_to, lab_ptr, lab, lab_to, n_labels, max_states)
@@ -620,10 +641,21 @@ def build_min_dfa(n_nfa, eps, edges, calls, copies, f_ptr, f_edges, f_acc, f_cal
         for c in range(n_cols):
             if ctab[r, c] >= 0:
                 used[c] = True
-    if not used.all():
-        keep = np.flatnonzero(used)
-        call_syms = call_syms[keep]
-        ctab = ctab[:, keep].copy()
+    n_used = 0
+    for c in range(n_cols):
+        n_used += used[c]
+    if n_used < n_cols:
+        syms = np.empty(n_used, dtype=np.int32)
+        tab = np.empty((n_blocks, n_used), dtype=np.int32)
+        j = 0
+        for c in range(n_cols):
+            if used[c]:
+                syms[j] = call_syms[c]
+                for r in range(n_blocks):
+                    tab[r, j] = ctab[r, c]
+                j += 1
+        call_syms = syms
+        ctab = tab
     return _result(0, bounds, trans, acc, call_syms, ctab)
 
 
@@ -752,3 +784,135 @@ def derivable(trans, accept, call_ptr, call_rule, call_dst, rule_start, use_byte
                     stack[top] = call_src[e]
                     top += 1
     return derives
+
+
+@nb.njit(cache=True, nogil=True)
+def layout_rules(sizes, widths, trans_flat, bounds_flat, call_rows_flat, call_counts):
+    """Numbers the rule DFAs into one state space over shared byte classes.
+
+    Rule r has ``sizes[r]`` states and ``widths[r]`` byte classes; its tables come
+    concatenated: transitions (row-major, local states), class bounds (``widths[r] + 1``
+    values) and ``call_counts[r]`` call rows (src, rule, dst; sorted by
+    src). Global state ``base[r] + s`` is state s of rule r. Bytes are cut at every rule's
+    class bounds; the intervals that every rule treats alike form one class, classes
+    numbered in order of their first byte.
+
+    Returns (byte_class int32[256], trans int32[n, n_classes], has_bytes int8[n],
+    call_ptr int32[n + 1], call_rule int32[m], call_dst int32[m]).
+    """
+    n_rules = sizes.shape[0]
+    base = np.zeros(n_rules + 1, dtype=np.int64)
+    toff = np.zeros(n_rules + 1, dtype=np.int64)
+    boff = np.zeros(n_rules + 1, dtype=np.int64)
+    coff = np.zeros(n_rules + 1, dtype=np.int64)
+    for r in range(n_rules):
+        base[r + 1] = base[r] + sizes[r]
+        toff[r + 1] = toff[r] + sizes[r] * widths[r]
+        boff[r + 1] = boff[r] + widths[r] + 1
+        coff[r + 1] = coff[r] + widths[r]
+    n = base[n_rules]
+    # intervals: cut at every rule's bounds
+    cut = np.zeros(257, dtype=np.bool_)
+    for i in range(bounds_flat.shape[0]):
+        cut[bounds_flat[i]] = True
+    iv_lo = np.empty(257, dtype=np.int32)
+    n_iv = 0
+    for b in range(256):
+        if cut[b]:
+            iv_lo[n_iv] = b
+            n_iv += 1
+    # the local class of every interval in every rule
+    loc = np.empty((n_rules, n_iv), dtype=np.int32)
+    for r in range(n_rules):
+        j = 0
+        for iv in range(n_iv):
+            while bounds_flat[boff[r] + j + 1] <= iv_lo[iv]:
+                j += 1
+            loc[r, iv] = j
+    # equal columns within each rule get one id (the first such column)
+    col_id = np.empty(coff[n_rules], dtype=np.int32)
+    for r in range(n_rules):
+        k = widths[r]
+        nr = sizes[r]
+        t0 = toff[r]
+        h = np.empty(k, dtype=np.uint64)
+        for c in range(k):
+            x = np.uint64(1469598103934665603)
+            for s in range(nr):
+                x = (x ^ np.uint64(trans_flat[t0 + s * k + c] + 2)) * np.uint64(1099511628211)
+            h[c] = x
+            col_id[coff[r] + c] = c
+            for c2 in range(c):
+                if h[c2] != x or col_id[coff[r] + c2] != c2:
+                    continue
+                same = True
+                for s in range(nr):
+                    if trans_flat[t0 + s * k + c] != trans_flat[t0 + s * k + c2]:
+                        same = False
+                        break
+                if same:
+                    col_id[coff[r] + c] = c2
+                    break
+    # intervals whose columns are equal in every rule form one class
+    cls_of_iv = np.empty(n_iv, dtype=np.int32)
+    rep = np.empty(n_iv, dtype=np.int32)
+    rep_hash = np.empty(n_iv, dtype=np.uint64)
+    n_cls = 0
+    for iv in range(n_iv):
+        x = np.uint64(1469598103934665603)
+        for r in range(n_rules):
+            x = (x ^ np.uint64(col_id[coff[r] + loc[r, iv]])) * np.uint64(1099511628211)
+        found = -1
+        for c in range(n_cls):
+            if rep_hash[c] != x:
+                continue
+            same = True
+            for r in range(n_rules):
+                if col_id[coff[r] + loc[r, iv]] != col_id[coff[r] + loc[r, rep[c]]]:
+                    same = False
+                    break
+            if same:
+                found = c
+                break
+        if found < 0:
+            found = n_cls
+            rep[n_cls] = iv
+            rep_hash[n_cls] = x
+            n_cls += 1
+        cls_of_iv[iv] = found
+    byte_class = np.empty(256, dtype=np.int32)
+    iv = -1
+    for b in range(256):
+        if cut[b]:
+            iv += 1
+        byte_class[b] = cls_of_iv[iv]
+    # the global table, byte edges and call edges
+    trans = np.empty((n, n_cls), dtype=np.int32)
+    has_bytes = np.zeros(n, dtype=np.int8)
+    for r in range(n_rules):
+        k = widths[r]
+        for s in range(sizes[r]):
+            g = base[r] + s
+            row = toff[r] + s * k
+            for c in range(k):
+                if trans_flat[row + c] >= 0:
+                    has_bytes[g] = 1
+                    break
+            for c in range(n_cls):
+                t = trans_flat[row + loc[r, rep[c]]]
+                trans[g, c] = t + base[r] if t >= 0 else -1
+    m = call_rows_flat.shape[0] // 3
+    call_ptr = np.zeros(n + 1, dtype=np.int32)
+    call_rule = np.empty(m, dtype=np.int32)
+    call_dst = np.empty(m, dtype=np.int32)
+    i = 0
+    for r in range(n_rules):
+        for _ in range(call_counts[r]):
+            g = base[r] + call_rows_flat[3 * i]
+            call_ptr[g + 1] += 1
+            call_rule[i] = call_rows_flat[3 * i + 1]
+            call_dst[i] = base[r] + call_rows_flat[3 * i + 2]
+            i += 1
+    for g in range(n):
+        call_ptr[g + 1] += call_ptr[g]
+    return byte_class, trans, has_bytes, call_ptr, call_rule, call_dst
