@@ -2,18 +2,20 @@
 
 :func:`rule_dfa` is the per-rule step of :mod:`grammask.automata.rule_automata`: it walks the
 expression once in Python, emitting a flat epsilon-NFA, and hands it to one Numba kernel
-(:func:`grammask.mask_kernels.dfa_kernels.nfa_to_min_dfa`) for subset construction,
+(:func:`grammask.mask_kernels.dfa_kernels.build_min_dfa`) for subset construction,
 minimization and canonical numbering. :func:`rule_dfa_reference` computes the same thing with
 the pure-Python toolkit of :mod:`grammask.grammar.fsm` (slow; kept as the test oracle and
 for benchmarks).
 
-The Python walk is the part that costs, so it avoids repeated work:
+The Python walk costs more than the kernel, so it avoids repeated work:
 - UTF-8 expansions of character sets are computed once per set, process-wide;
-- a sub-expression that is emitted many times (the item of a repetition, a rule inlined at
-  many places) is first reduced to its own minimal DFA (a *fragment*), which is then copied
-  with numpy, all copies at once;
+- a sub-expression emitted several times (the item of a repetition, a rule inlined at
+  several places) is first reduced to its own minimal DFA (a *fragment*); the NFA records
+  each copy as four integers and the kernel writes the copies out;
 - fragments of expressions without rule references are kept in a process-wide LRU, so the
-  pieces every JSON schema has (strings, numbers, whitespace) are built once per process.
+  pieces every JSON schema has (strings, numbers, whitespace) are built once per process;
+- a rule inlined at one place only is emitted in place (no fragment: its states would be
+  determinized twice).
 """
 
 from __future__ import annotations
@@ -328,17 +330,23 @@ _FRAGMENTS_LOCK = threading.Lock()
 _fragment_bytes = 0
 
 
-def _cached_fragment(expr: Expr) -> RuleDfa:
-    """The minimal DFA of a reference-free expression, from the process-wide LRU."""
+def _cached_fragment(expr: Expr, local: dict) -> RuleDfa:
+    """The minimal DFA of a reference-free expression, from the process-wide LRU (or from
+    ``local``, which holds those too large for it)."""
     global _fragment_bytes
     with _FRAGMENTS_LOCK:
         d = _FRAGMENTS.get(expr)
         if d is not None:
             _FRAGMENTS.move_to_end(expr)
             return d
+    d = local.get(expr)
+    if d is not None:
+        return d
     d = _Builder(_Nfa(), GrammarDfas(None)).build_dfa(expr)
     size = d.trans.nbytes + d.rows.nbytes
-    if size <= FRAGMENT_CACHE_BYTES // 16:
+    if size > FRAGMENT_CACHE_BYTES // 16:
+        local[expr] = d
+    else:
         with _FRAGMENTS_LOCK:
             if expr not in _FRAGMENTS:
                 _FRAGMENTS[expr] = d
@@ -354,7 +362,7 @@ def _is_leaf(e: Expr) -> bool:
     if isinstance(e, (Literal, ByteSet, Empty, Nothing)):
         return True
     if isinstance(e, CharSet):
-        return e.ranges[-1][1] < 0x80
+        return not e.ranges or e.ranges[-1][1] < 0x80
     return False
 
 
@@ -460,15 +468,14 @@ class _Builder:
         hit = self.grammar.by_id.get(id(e))
         if hit is not None:
             return hit[1]
-        d = self.memo.get(e)
-        if d is None:
-            if _has_refs(e):
+        if not _has_refs(e):
+            d = _cached_fragment(e, self.memo)
+        else:
+            d = self.memo.get(e)
+            if d is None:
                 b = _Builder(_Nfa(), self.grammar)
                 b.inlining = self.inlining
-                d = b.build_dfa(e)
-            else:
-                d = _cached_fragment(e)
-            self.memo[e] = d
+                d = self.memo[e] = b.build_dfa(e)
         self.grammar.by_id[id(e)] = (e, d)  # holding e keeps its id unique
         return d
 

@@ -6,6 +6,11 @@ rest stay rules, and their references become call edges that the Earley kernels 
 After construction, rules that derive no string are removed (with the call edges that lead
 to them), so every state the parser can reach leads to a sentence: the masks never allow a
 token after which the grammar cannot be finished.
+
+The steps: rule analysis (which rules to keep), one canonical minimal DFA per kept rule
+(:func:`grammask.automata.dfa_build.rule_dfa`, a Numba kernel), productive and nullable rules
+(:func:`grammask.mask_kernels.dfa_kernels.derivable`), then the layout of all rule DFAs in one
+table (:func:`grammask.mask_kernels.dfa_kernels.layout_rules`) packed by ``pack_grammar``.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ trans (int32[n, k], -1 when no edge), accept (int8[n]), call_syms (int32[j], inc
 calls (int32[n, j], the successor after a call of rule call_syms[j], -1 when none), plus the
 same automaton as a *fragment* (flat edge rows) that later NFAs can copy.
 
-:func:`derivable` analyses the rule DFAs of a whole grammar (productive and nullable rules).
+:func:`layout_rules` numbers the rule DFAs of a grammar into one table over shared byte
+classes; :func:`derivable` finds its productive and nullable rules.
 """
 
 from __future__ import annotations
