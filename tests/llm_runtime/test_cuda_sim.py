@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def run_under_simulator(test_file: str, timeout: int = 1500) -> None:
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", test_file],
+        [sys.executable, "-m", "pytest", "-o", "addopts=", "-q", "-x", "-p", "no:cacheprovider",
+         test_file],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -411,3 +412,25 @@ else:
         assert list(model.decode(max_tokens=5, matcher=m)) == _greedy_reference(
             tiny_path, [1, 2, 3], 3, [5, 31, 32, 63]
         )
+
+    def test_llm_device_cuda_generates_on_the_gpu(tiny_path, monkeypatch):
+        """LLM(device="cuda") wiring: a CudaTransformer model, and generate_ids without a hook
+        runs the GPU decode loop (the tiny model has no tokenizer: stand-ins for it)."""
+        from types import SimpleNamespace
+
+        from grammask.llm_runtime import llm as llm_module
+
+        monkeypatch.setattr(llm_module, "tokenizer_from_gguf_metadata", lambda md: None)
+        monkeypatch.setattr(
+            llm_module.GGUFTokenizerInfo, "from_metadata",
+            classmethod(lambda cls, md: SimpleNamespace(eot_ids=())),
+        )
+        llm = llm_module.LLM(str(tiny_path), device="cuda")
+        assert isinstance(llm.model, CudaTransformer)
+        outcome = {}
+        got = list(llm.generate_ids([1, 2, 3], max_tokens=4, temperature=0, outcome=outcome))
+        assert got == _greedy_reference(tiny_path, [1, 2, 3], 4)
+        assert outcome["finish_reason"] == "length"
+        got = list(llm.generate_ids([1, 2, 3], max_tokens=4, temperature=0, stop_ids=[got[0]],
+                                    outcome=outcome))
+        assert got == [] and outcome["finish_reason"] == "stop"
