@@ -28,6 +28,9 @@ MIN_BOUND = 16
 #: ...when unrolling would give at least this many states.
 MIN_UNROLLED_STATES = 512
 
+#: Only items up to about this many automaton states become blocks.
+MAX_ITEM_SIZE = 256
+
 BLOCK_PREFIX = "__gm_rep"
 
 
@@ -114,6 +117,8 @@ def _as_block(e: Repeat, rules, recursive_cache) -> CounterBlock | None:
     bound = e.max if e.max is not None else e.min
     if bound < MIN_BOUND:
         return None
+    if _small_size(e.item, rules, MAX_ITEM_SIZE) is None:
+        return None  # a large item: not the one-character kind of repetition blocks are for
     try:
         dfa = Dfa.from_expr(e.item, rules)
     except GrammarError:
@@ -126,3 +131,35 @@ def _as_block(e: Repeat, rules, recursive_cache) -> CounterBlock | None:
     if dfa.edges[finals[0]]:
         return None  # not prefix-free
     return CounterBlock(dfa, e.min, e.max)
+
+
+def _small_size(e: Expr, rules, limit: int, seen: frozenset = frozenset()) -> int | None:
+    """A rough size of ``e`` (references inlined), or None once it exceeds ``limit`` or meets
+    a recursive reference."""
+    from ..grammar.ir import Automaton, ByteSet, CharSet, Literal
+
+    if isinstance(e, Literal):
+        n = len(e.data)
+    elif isinstance(e, (ByteSet, CharSet)):
+        n = 1 + len(e.ranges)
+    elif isinstance(e, Automaton):
+        n = len(e.edges)
+    elif isinstance(e, (Seq, Alt)):
+        n = 1
+        for item in e.items:
+            k = _small_size(item, rules, limit - n, seen)
+            if k is None:
+                return None
+            n += k
+    elif isinstance(e, Repeat):
+        k = _small_size(e.item, rules, limit, seen)
+        if k is None:
+            return None
+        n = 1 + k * max(1, e.max if e.max is not None else e.min + 1)
+    elif isinstance(e, Ref):
+        if e.name in seen or e.name not in rules:
+            return None
+        return _small_size(rules[e.name], rules, limit, seen | {e.name})
+    else:
+        n = 1
+    return n if n <= limit else None

@@ -33,6 +33,7 @@ from ..grammar.ir import (
 )
 from ..mask_kernels.dfa_kernels import derivable, layout_rules
 from ..mask_kernels.earley import F_ACCEPT, F_BYTES, F_CALLS, pack_grammar
+from .counter_blocks import CounterBlock, extract_counter_blocks
 from .dfa_build import GrammarDfas, RuleDfa, dfa_without_calls, rule_dfa_reference
 
 #: A rule whose estimated automaton size is at most this is inlined wherever it is used.
@@ -63,8 +64,9 @@ def build_rule_automata(grammar: Grammar, *, method: str = "fast") -> RuleAutoma
     """
     if method not in ("fast", "reference"):
         raise ValueError(f"unknown method {method!r}")
+    grammar, blocks = extract_counter_blocks(grammar)
     rules = grammar.rules
-    keep, uses = _analyse(grammar)
+    keep, uses = _analyse(grammar, set(blocks))
 
     index = {name: i for i, name in enumerate(keep)}
 
@@ -76,7 +78,11 @@ def build_rule_automata(grammar: Grammar, *, method: str = "fast") -> RuleAutoma
     dfas: list[RuleDfa] = []
     for name in keep:
         try:
-            if method == "fast":
+            if name in blocks:
+                # a stand-in with the item's bytes, productivity and nullability; the block's
+                # own states are virtual (pack_grammar)
+                dfas.append(rule_dfa_reference(blocks[name].analysis_expr(), call_symbol))
+            elif method == "fast":
                 dfas.append(builder.rule_dfa(rules[name]))
             else:
                 dfas.append(rule_dfa_reference(rules[name], call_symbol))
@@ -100,18 +106,20 @@ def build_rule_automata(grammar: Grammar, *, method: str = "fast") -> RuleAutoma
         dfas = [_renumber_calls(dfas[i], renum) for i in live]
         start = renum[start]
         tables = _layout(dfas)
-    return _assemble(names, start, tables)
+    return _assemble(names, start, tables, blocks)
 
 
 # --------------------------------------------------------------------------- rule analysis
 
 
-def _analyse(grammar: Grammar) -> tuple[list[str], dict[str, int]]:
+def _analyse(grammar: Grammar, always_kept: set[str] = frozenset()
+             ) -> tuple[list[str], dict[str, int]]:
     """The rules to keep (the start first, then breadth first) and the number of references
-    to every reachable rule."""
+    to every reachable rule. ``always_kept`` rules are never inlined."""
     shapes: dict[str, _Shape] = {}
     reachable = _reachable_rules(grammar, shapes)
     recursive = _recursive_rules(reachable, {name: sh.refs for name, sh in shapes.items()})
+    recursive |= always_kept
     uses: dict[str, int] = dict.fromkeys(reachable, 0)
     for shape in shapes.values():
         for r, k in shape.uses.items():
@@ -336,9 +344,35 @@ def _layout(dfas: list[RuleDfa]) -> _Tables:
     )
 
 
-def _assemble(names: tuple[str, ...], start_rule: int, t: _Tables) -> RuleAutomata:
+def _assemble(names: tuple[str, ...], start_rule: int, t: _Tables,
+              blocks: dict[str, CounterBlock] | None = None) -> RuleAutomata:
     nullable = _derivable(t, use_bytes=False).astype(np.int32)
-    blob = pack_grammar(
+    n_classes = t.trans.shape[1]
+    block_rows = []
+    for r, name in enumerate(names):
+        block = (blocks or {}).get(name)
+        if block is not None:
+            i0, inner, has_bytes = block.inner_table(t.byte_class, n_classes)
+            unbounded = block.max is None
+            n = block.min if unbounded else block.max
+            block_rows.append((r, block.min, n, unbounded, i0, inner, has_bytes))
+    try:
+        blob = _pack(t, nullable, start_rule, block_rows)
+    except OverflowError as exc:
+        raise GrammarError(f"grammar too large: {exc}") from None
+    return RuleAutomata(
+        rule_names=names,
+        start_rule=start_rule,
+        blob=blob,
+        n_states=t.trans.shape[0],
+        n_classes=n_classes,
+        byte_class=t.byte_class,
+        state_base=t.base.astype(np.int32),
+    )
+
+
+def _pack(t: _Tables, nullable: np.ndarray, start_rule: int, block_rows: list) -> np.ndarray:
+    return pack_grammar(
         t.byte_class,
         t.trans,
         t.flags,
@@ -349,13 +383,5 @@ def _assemble(names: tuple[str, ...], start_rule: int, t: _Tables) -> RuleAutoma
         t.rule_start,
         nullable,
         start_rule,
-    )
-    return RuleAutomata(
-        rule_names=names,
-        start_rule=start_rule,
-        blob=blob,
-        n_states=t.trans.shape[0],
-        n_classes=t.trans.shape[1],
-        byte_class=t.byte_class,
-        state_base=t.base.astype(np.int32),
+        block_rows,
     )

@@ -1,0 +1,79 @@
+"""Counter blocks: large repetitions of prefix-free items are counters, not unrolled states."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+
+import grammask as gm
+import grammask.automata.counter_blocks as CB
+from grammask.grammar import reference
+from grammask.grammar.ir import Grammar, alt, char_ranges, chars, lit, opt, rep, seq
+from grammask.mask_kernels import earley as E
+
+from .test_matcher import EOS, VOCAB, allowed_set, brute_force
+
+
+def _blocks(compiled) -> tuple[int, int]:
+    g = compiled.automata.blob
+    return int(g[E.H_NBLOCKS]), int(g[E.H_NSTATES] - g[E.H_NDENSE])
+
+
+@pytest.mark.parametrize("lo,hi", [(3, 40), (0, 9), (5, None), (12, 12)])
+def test_block_masks_equal_brute_force_and_oracle(monkeypatch, lo, hi):
+    # small thresholds so that a small grammar (checkable by brute force) uses a block
+    monkeypatch.setattr(CB, "MIN_BOUND", 4)
+    monkeypatch.setattr(CB, "MIN_UNROLLED_STATES", 8)
+    item = alt(chars("ab"), char_ranges([(0x400, 0x4FF)]), seq(lit("1"), chars("ab")))
+    g = Grammar({"s": seq(lit("("), rep(item, lo, hi), lit(")"), opt(lit("1")))}, "s")
+    compiled = gm.GrammarCompiler(VOCAB).compile_grammar(g)
+    assert _blocks(compiled)[0] == 1
+    rng = random.Random(lo)
+    for _ in range(12):
+        m = gm.GrammarMatcher(compiled)
+        prefix = b""
+        for _ in range(22):
+            allowed = allowed_set(m, VOCAB)
+            assert allowed == brute_force(m, VOCAB), prefix
+            for t in range(1, len(VOCAB.decoded_vocab)):
+                want = reference.is_viable_prefix(g, prefix + VOCAB.decoded_vocab[t])
+                assert (t in allowed) == want, (prefix, VOCAB.decoded_vocab[t])
+            assert (EOS in allowed) == reference.matches(g, prefix)
+            choices = sorted(allowed - {EOS})
+            if not choices:
+                break
+            t = rng.choice(choices)
+            assert m.accept_token(t)
+            prefix += VOCAB.decoded_vocab[t]
+
+
+def test_huge_bounds_compile_small_and_fast():
+    big = Grammar({"s": seq(lit('"'), rep(char_ranges([(0x20, 0x21), (0x23, 0x10FFFF)]), 10, 100_000),
+                            lit('"'))}, "s")
+    t0 = time.perf_counter()
+    compiled = gm.GrammarCompiler(VOCAB).compile_grammar(big)
+    assert time.perf_counter() - t0 < 5
+    n_blocks, n_virtual = _blocks(compiled)
+    assert n_blocks == 1 and n_virtual > 100_000
+    assert compiled.automata.n_states < 50  # the table itself stays tiny
+    m = gm.GrammarMatcher(compiled)
+    assert m.accept_string('"' + "ab" * 4)
+    assert not m.accept_string('"')  # 8 characters: under the minimum of 10
+    assert m.accept_string("abж")
+    assert m.accept_string('"') and m.accept_token(EOS)
+    m2 = gm.GrammarMatcher(compiled)
+    assert m2.accept_string('"' + "a" * 100_000)
+    assert not m2.accept_string("a")  # past the maximum
+    assert m2.accept_string('"')
+
+
+def test_non_prefix_free_items_stay_unrolled(monkeypatch):
+    monkeypatch.setattr(CB, "MIN_BOUND", 4)
+    monkeypatch.setattr(CB, "MIN_UNROLLED_STATES", 8)
+    g = Grammar({"s": rep(alt(lit("a"), lit("ab")), 0, 30)}, "s")
+    compiled = gm.GrammarCompiler(VOCAB).compile_grammar(g)
+    assert _blocks(compiled)[0] == 0
+    m = gm.GrammarMatcher(compiled)
+    assert m.accept_string("abaab" * 3) and m.accept_token(EOS)
