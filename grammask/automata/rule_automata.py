@@ -81,7 +81,9 @@ def build_rule_automata(grammar: Grammar, *, method: str = "fast") -> RuleAutoma
             if name in blocks:
                 # a stand-in with the item's bytes, productivity and nullability; the block's
                 # own states are virtual (pack_grammar)
-                dfas.append(rule_dfa_reference(blocks[name].analysis_expr(), call_symbol))
+                stand_in = blocks[name].analysis_expr()
+                dfas.append(builder.rule_dfa(stand_in) if method == "fast"
+                            else rule_dfa_reference(stand_in, call_symbol))
             elif method == "fast":
                 dfas.append(builder.rule_dfa(rules[name]))
             else:
