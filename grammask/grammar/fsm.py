@@ -11,6 +11,9 @@ Pure Python on purpose (grammar/ imports no Numba); construction runs once per g
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
 from typing import Callable, Iterable, Mapping, Sequence
 
 from ..errors import GrammarError
@@ -31,6 +34,32 @@ from .ir import (
 #: Upper bound on NFA states built for one expression; past it construction stops with a
 #: GrammarError instead of exhausting memory.
 MAX_NFA_STATES = 2_000_000
+
+_limits = threading.local()
+
+
+@contextlib.contextmanager
+def limits(*, deadline: float | None = None, max_states: int | None = None):
+    """Bounds every automaton construction of this thread inside the ``with`` block: past
+    ``deadline`` (a ``time.monotonic()`` value) or ``max_states`` DFA states, construction
+    stops with a GrammarError (a front-end's budget, so one input cannot run for minutes)."""
+    old = getattr(_limits, "value", None)
+    _limits.value = (deadline, max_states)
+    try:
+        yield
+    finally:
+        _limits.value = old
+
+
+def _check_limits(n_states: int) -> None:
+    value = getattr(_limits, "value", None)
+    if value is None:
+        return
+    deadline, max_states = value
+    if max_states is not None and n_states > max_states:
+        raise GrammarError(f"automaton too large: more than {max_states} DFA states")
+    if deadline is not None and time.monotonic() > deadline:
+        raise GrammarError("automaton construction exceeds the time budget")
 
 
 # --------------------------------------------------------------------------- UTF-8
@@ -577,6 +606,8 @@ def determinize(nfa: Nfa, start: int, finals: set[int], max_states: int = 1_000_
     while i < len(subsets):
         cur = subsets[i]
         i += 1
+        if not i & 1023:
+            _check_limits(len(subsets))
         accepting.append(not finals.isdisjoint(cur))
         # byte edges: sweep the range boundaries
         items = []
@@ -634,6 +665,8 @@ def _product(a: Dfa, b: Dfa, keep: Callable[[bool, bool], bool]) -> Dfa:
     while i < len(pairs):
         x, y = pairs[i]
         i += 1
+        if not i & 1023:
+            _check_limits(len(pairs))
         accepting.append(keep(ac.accepting[x], bc.accepting[y]))
         out = []
         ea, eb = ac.edges[x], bc.edges[y]

@@ -56,6 +56,7 @@ import warnings
 from fractions import Fraction
 
 from ..errors import GrammarError, SchemaError, UnsupportedSchemaError
+from .fsm import limits as fsm_limits
 from . import json_numbers as num
 from .ir import (
     EMPTY,
@@ -1692,7 +1693,15 @@ def grammar_from_json_schema(
         lenient=lenient,
         budget=max_seconds,
     )
-    return conv.convert()
+    # automaton products and complements (patterns, formats, lengths, key exclusions) share
+    # the conversion's budget: none of them may run on for minutes or gigabytes
+    try:
+        with fsm_limits(deadline=conv.deadline, max_states=MAX_PRODUCT):
+            return conv.convert()
+    except GrammarError as e:
+        if "automaton" in str(e):
+            raise UnsupportedSchemaError("$budget", "", str(e)) from None
+        raise
 
 
 def builtin_json_grammar(*, any_whitespace: bool = True) -> Grammar:
