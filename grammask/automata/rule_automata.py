@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import GrammarError
+from ..grammar.ir import refs_of
 from ..grammar.ir import (
     Alt,
     Automaton,
@@ -34,12 +35,19 @@ from ..grammar.ir import (
 from ..mask_kernels.dfa_kernels import derivable, layout_rules
 from ..mask_kernels.earley import F_ACCEPT, F_BYTES, F_CALLS, pack_grammar
 from .counter_blocks import CounterBlock, extract_counter_blocks
-from .dfa_build import GrammarDfas, RuleDfa, dfa_without_calls, rule_dfa_reference
+from .dfa_build import GrammarDfas, RuleDfa, dfa_without_calls, rule_dfa, rule_dfa_reference
 
 #: A rule whose estimated automaton size is at most this is inlined wherever it is used.
 INLINE_SMALL = 256
 #: A rule used once is inlined up to this estimated size.
 INLINE_ONCE = 50_000
+#: A rule that calls no other rule (a lexeme: a string with excluded values, a formatted
+#: string...) is inlined up to this estimated size, wherever it is used: as a called rule it
+#: would cost an Earley item and a completion at every byte where it may end, and the mask
+#: cache could not walk it as a plain DFA; inlined it only costs states.
+INLINE_LEAF = 8192
+#: ...or when its minimal DFA has at most this many states (see _small_big_leaves).
+INLINE_LEAF_STATES = 4096
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,9 @@ def build_rule_automata(grammar: Grammar, *, method: str = "fast") -> RuleAutoma
     grammar, blocks = extract_counter_blocks(grammar)
     rules = grammar.rules
     keep, uses = _analyse(grammar, set(blocks))
+    big_leaves = _small_big_leaves(grammar, keep, set(blocks))
+    if big_leaves:
+        keep, uses = _analyse(grammar, set(blocks), big_leaves)
 
     index = {name: i for i, name in enumerate(keep)}
 
@@ -114,10 +125,48 @@ def build_rule_automata(grammar: Grammar, *, method: str = "fast") -> RuleAutoma
 # --------------------------------------------------------------------------- rule analysis
 
 
-def _analyse(grammar: Grammar, always_kept: set[str] = frozenset()
-             ) -> tuple[list[str], dict[str, int]]:
+def _small_big_leaves(grammar: Grammar, keep: list[str], blocks: set[str]) -> set[str]:
+    """Kept rules that call nothing (once their callees are inlined) whose size estimate was
+    too large to inline but whose minimal DFA is small: the estimate counts NFA states, and
+    some expressions (a string excluding a list of keys, spelled with every JSON escape) have
+    NFAs a hundred times their DFA."""
+    kept = set(keep)
+    rules = grammar.rules
+    out: set[str] = set()
+    for name in keep[1:]:
+        if name in blocks or name == grammar.start:
+            continue
+        body = rules[name]
+        if _calls_kept(body, rules, kept):
+            continue
+        try:
+            dfa = rule_dfa(body, rules.__getitem__)
+        except GrammarError:
+            continue  # recursive through inlining, or too large
+        if dfa.n_states <= INLINE_LEAF_STATES:
+            out.add(name)
+    return out
+
+
+def _calls_kept(body, rules, kept: set[str]) -> bool:
+    """Whether ``body``, with non-kept rules inlined, refers to a kept rule."""
+    seen: set[str] = set()
+    stack = [body]
+    while stack:
+        for r in refs_of(stack.pop()):
+            if r in kept:
+                return True
+            if r not in seen:
+                seen.add(r)
+                stack.append(rules[r])
+    return False
+
+
+def _analyse(grammar: Grammar, always_kept: set[str] = frozenset(),
+             always_inlined: set[str] = frozenset()) -> tuple[list[str], dict[str, int]]:
     """The rules to keep (the start first, then breadth first) and the number of references
-    to every reachable rule. ``always_kept`` rules are never inlined."""
+    to every reachable rule. ``always_kept`` rules are never inlined, ``always_inlined``
+    ones always are."""
     shapes: dict[str, _Shape] = {}
     reachable = _reachable_rules(grammar, shapes)
     recursive = _recursive_rules(reachable, {name: sh.refs for name, sh in shapes.items()})
@@ -126,7 +175,7 @@ def _analyse(grammar: Grammar, always_kept: set[str] = frozenset()
     for shape in shapes.values():
         for r, k in shape.uses.items():
             uses[r] += k
-    return _choose_kept_rules(grammar, reachable, recursive, shapes, uses), uses
+    return _choose_kept_rules(grammar, reachable, recursive, shapes, uses, always_inlined), uses
 
 
 @dataclass
@@ -233,7 +282,8 @@ def _recursive_rules(names: list[str], graph: dict[str, list[str]]) -> set[str]:
 
 
 def _choose_kept_rules(grammar: Grammar, reachable: list[str], recursive: set[str],
-                       shapes: dict[str, _Shape], uses: dict[str, int]) -> list[str]:
+                       shapes: dict[str, _Shape], uses: dict[str, int],
+                       always_inlined: set[str] = frozenset()) -> list[str]:
     """The rules that stay rules; the others are inlined into their callers: the small ones,
     and the ones used once that are not too large (sizes estimated with inlined callees)."""
     inline: dict[str, float] = {}  # inlined rule -> its estimated size
@@ -244,7 +294,9 @@ def _choose_kept_rules(grammar: Grammar, reachable: list[str], recursive: set[st
             continue
         shape = shapes[name]
         s = shape.const + sum(k * inline.get(r, 1.0) for r, k in shape.coef.items())
-        if s <= INLINE_SMALL or (uses[name] <= 1 and s <= INLINE_ONCE):
+        leaf = all(r in inline for r in shape.refs)  # calls nothing once inlined
+        if s <= INLINE_SMALL or (uses[name] <= 1 and s <= INLINE_ONCE) or (
+                leaf and s <= INLINE_LEAF) or name in always_inlined:
             inline[name] = s
     return [n for n in reachable if n not in inline]
 

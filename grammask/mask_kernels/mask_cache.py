@@ -121,29 +121,67 @@ def build_cache(g, root, items, sets, htab, meta, tok_bytes, tok_ptr, sorted_ids
                       max_depth, long_unc)
 
 
+RUN_MAX = 8  # items a DFA run inside an Earley sub-parse may carry
+
+
 @nb.njit(cache=True, nogil=True)
-def _single_plain_item(g, items, sets, meta):
-    """The one item of the last set when it is alone and its state neither accepts nor calls
-    rules (the parse is then a plain DFA run until it does); else (-1, -1)."""
+def _plain_items(g, items, sets, meta, run_s, run_o, d):
+    """Copies the items of the last set into ``run_s[d]``/``run_o[d]`` when there are at most
+    RUN_MAX of them and none of their states accepts or calls rules (the parse is then a
+    plain DFA run of each item until one does). Returns the count, or 0."""
     k = meta[M_NSETS] - 1
-    if sets[k + 1] - sets[k] != 1:
-        return -1, -1
-    s = items[sets[k], 0]
-    if state_flags(g, s) & (F_ACCEPT | F_CALLS):
-        return -1, -1
-    return s, items[sets[k], 1]
+    n = sets[k + 1] - sets[k]
+    if n > RUN_MAX:
+        return 0
+    for j in range(n):
+        s = items[sets[k] + j, 0]
+        if state_flags(g, s) & (F_ACCEPT | F_CALLS):
+            return 0
+        run_s[d, j] = s
+        run_o[d, j] = items[sets[k] + j, 1]
+    return n
 
 
 @nb.njit(cache=True, nogil=True)
-def _materialize(g, s, origin, items, sets, htab, meta):
-    """Appends an Earley set holding (s, origin) and its closure."""
+def _run_step(g, run_s, run_o, run_n, d, cls):
+    """Steps the run items of depth ``d`` on a byte class into depth ``d + 1``. Returns
+    (count, whether some new state accepts or calls rules)."""
+    n = 0
+    special = False
+    for j in range(run_n[d]):
+        t = step(g, run_s[d, j], cls)
+        if t < 0:
+            continue
+        o = run_o[d, j]
+        dup = False
+        for q in range(n):
+            if run_s[d + 1, q] == t and run_o[d + 1, q] == o:
+                dup = True
+                break
+        if dup:
+            continue
+        run_s[d + 1, n] = t
+        run_o[d + 1, n] = o
+        n += 1
+        if state_flags(g, t) & (F_ACCEPT | F_CALLS):
+            special = True
+    run_n[d + 1] = n
+    return n, special
+
+
+@nb.njit(cache=True, nogil=True)
+def _materialize(g, run_s, run_o, n, d, items, sets, htab, meta):
+    """Appends an Earley set holding the run items of depth ``d`` and its closure."""
     k = meta[M_NSETS]
     if k + 1 >= sets.shape[0]:
         return FULL
     start = sets[k]
     stamp = _next_stamp(htab, meta)
-    if _add(items, htab, meta, k, s, origin, stamp) == FULL or \
-            _closure(g, items, sets, htab, meta, k, stamp) == FULL:
+    for j in range(n):
+        if _add(items, htab, meta, k, run_s[d, j], run_o[d, j], stamp) == FULL:
+            meta[M_NITEMS] = start
+            return FULL
+    if _closure(g, items, sets, htab, meta, k, stamp) == FULL:
         meta[M_NITEMS] = start
         return FULL
     meta[M_NSETS] = k + 1
@@ -160,21 +198,21 @@ def walk_range(g, state0, i0, i1, depth0, u0, items, sets, htab, meta, tok_bytes
     positions after ``n_unc`` and returns the new count (or FULL).
 
     Three modes: stepping the root rule's DFA; an Earley sub-parse (from the first state that
-    calls rules); and, inside the sub-parse, a DFA run while the parse is a single item whose
-    states neither accept nor call (a string inside a called rule): no Earley set is built
-    for those bytes, since no later item can have its origin there.
+    calls rules); and, inside the sub-parse, a DFA run while the parse is a few items whose
+    states neither accept nor call (strings and keys inside called rules): each item steps its
+    DFA and no Earley set is built for those bytes, since no later item can have its origin
+    there; the run ends in a new set once a state accepts or calls.
     """
     states = np.empty(max_depth + 2, dtype=np.int32)
     unc = np.zeros(max_depth + 2, dtype=np.bool_)
     exitp = np.zeros(max_depth + 2, dtype=np.bool_)
     nsets_at = np.zeros(max_depth + 2, dtype=np.int64)
-    inrun = np.zeros(max_depth + 2, dtype=np.bool_)
-    run_org = np.zeros(max_depth + 2, dtype=np.int64)
+    run_n = np.zeros(max_depth + 2, dtype=np.int64)  # run items at each depth (0: no run)
+    run_s = np.empty((max_depth + 2, RUN_MAX), dtype=np.int32)
+    run_o = np.empty((max_depth + 2, RUN_MAX), dtype=np.int32)
     states[depth0] = state0
     unc[depth0] = u0
     sub = -1  # depth where the Earley sub-parse starts; -1: stepping the DFA
-    run = False  # inside the sub-parse: in a single-item DFA run
-    run_origin = 0
     pushed = depth0
     i = i0
     while i < i1:
@@ -185,11 +223,8 @@ def walk_range(g, state0, i0, i1, depth0, u0, items, sets, htab, meta, tok_bytes
             if sub >= 0:
                 if common < sub:
                     sub = -1
-                    run = False
                 else:
                     pop_to(sets, meta, nsets_at[common])
-                    run = inrun[common]
-                    run_origin = run_org[common]
             pushed = common
         p = tok_ptr[i]
         length = tok_ptr[i + 1] - p
@@ -209,7 +244,7 @@ def walk_range(g, state0, i0, i1, depth0, u0, items, sets, htab, meta, tok_bytes
                         return FULL
                     sub = pushed
                     nsets_at[pushed] = meta[M_NSETS]
-                    inrun[pushed] = False
+                    run_n[pushed] = 0
                     exitp[pushed] = pushed > 0 and (f & F_ACCEPT) != 0
                 else:
                     u = unc[pushed] or (pushed > 0 and (f & F_ACCEPT) != 0 and follow[b])
@@ -228,29 +263,25 @@ def walk_range(g, state0, i0, i1, depth0, u0, items, sets, htab, meta, tok_bytes
                     unc[pushed] = u
                     continue
             u = unc[pushed] or (exitp[pushed] and follow[b])
-            if run:
-                t = step(g, states[pushed], g[HEADER + b])
-                if t < 0:
+            if run_n[pushed] > 0:
+                n_next, special = _run_step(g, run_s, run_o, run_n, pushed, g[HEADER + b])
+                if n_next == 0:
                     r = REJECT
+                elif special:
+                    r = _materialize(g, run_s, run_o, n_next, pushed + 1, items, sets, htab,
+                                     meta)
+                    if r == FULL:
+                        return FULL
+                    run_n[pushed + 1] = 0
                 else:
                     r = OK
-                    if state_flags(g, t) & (F_ACCEPT | F_CALLS):
-                        r = _materialize(g, t, run_origin, items, sets, htab, meta)
-                        if r == FULL:
-                            return FULL
-                        run = False
-                    else:
-                        states[pushed + 1] = t
             else:
                 r = push_byte(g, items, sets, htab, meta, b)
                 if r == FULL:
                     return FULL
                 if r == OK:
-                    s1, o1 = _single_plain_item(g, items, sets, meta)
-                    if s1 >= 0:
-                        run = True
-                        run_origin = o1
-                        states[pushed + 1] = s1
+                    run_n[pushed + 1] = _plain_items(g, items, sets, meta, run_s, run_o,
+                                                     pushed + 1)
             if r != OK:
                 j = min(skip[p + pushed], i1)
                 if u:
@@ -263,9 +294,7 @@ def walk_range(g, state0, i0, i1, depth0, u0, items, sets, htab, meta, tok_bytes
             pushed += 1
             unc[pushed] = u
             nsets_at[pushed] = meta[M_NSETS]
-            inrun[pushed] = run
-            run_org[pushed] = run_origin
-            exitp[pushed] = (not run) and _exit_possible(g, items, sets, meta)
+            exitp[pushed] = run_n[pushed] == 0 and _exit_possible(g, items, sets, meta)
         if not dead:
             _set_bit(acc_bits, sorted_ids[i])
             i += 1
