@@ -287,22 +287,30 @@ def _closure(g, items, sets, htab, meta, k, stamp):
 
 
 @nb.njit(cache=True, nogil=True)
+def append_set(g, items, sets, htab, meta, state, origin):
+    """Appends an Earley set holding (state, origin) and its closure. OK, or FULL with the
+    state unchanged."""
+    k = meta[M_NSETS]
+    if k + 1 >= sets.shape[0]:
+        return FULL
+    start = sets[k]
+    stamp = _next_stamp(htab, meta)
+    if _add(items, htab, meta, k, state, origin, stamp) == FULL or \
+            _closure(g, items, sets, htab, meta, k, stamp) == FULL:
+        meta[M_NITEMS] = start
+        return FULL
+    meta[M_NSETS] = k + 1
+    sets[k + 1] = meta[M_NITEMS]
+    return OK
+
+
+@nb.njit(cache=True, nogil=True)
 def init_state(g, items, sets, htab, meta):
     """Resets the parser to the initial Earley set. Returns OK or FULL."""
     meta[M_NSETS] = 0
     meta[M_NITEMS] = 0
-    if sets.shape[0] < 2:
-        return FULL
     sets[0] = 0
-    stamp = _next_stamp(htab, meta)
-    start_rule = g[H_START_RULE]
-    if _add(items, htab, meta, 0, g[g[H_RULE_START] + start_rule], 0, stamp) == FULL:
-        return FULL
-    if _closure(g, items, sets, htab, meta, 0, stamp) == FULL:
-        return FULL
-    meta[M_NSETS] = 1
-    sets[1] = meta[M_NITEMS]
-    return OK
+    return append_set(g, items, sets, htab, meta, g[g[H_RULE_START] + g[H_START_RULE]], 0)
 
 
 @nb.njit(cache=True, nogil=True)

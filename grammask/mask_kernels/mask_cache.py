@@ -51,6 +51,7 @@ from .earley import (
     _add,
     _closure,
     _next_stamp,
+    append_set,
     block_of,
     can_end,
     pop_to,
@@ -93,14 +94,18 @@ def _start_subparse(g, s, items, sets, htab, meta):
     meta[M_NITEMS] = 0
     sets[0] = 0
     sets[1] = 0
-    stamp = _next_stamp(htab, meta)
-    if _add(items, htab, meta, 1, s, 0, stamp) == FULL:
-        return FULL
-    if _closure(g, items, sets, htab, meta, 1, stamp) == FULL:
-        return FULL
-    meta[M_NSETS] = 2
-    sets[2] = meta[M_NITEMS]
-    return OK
+    return append_set(g, items, sets, htab, meta, s, 0)
+
+
+@nb.njit(cache=True, nogil=True)
+def _dead_prefix(i, j, u, unc_out, n_unc):
+    """Tokens i..j-1 share a prefix the parse rejects: uncertain when the root rule could
+    have been left before it (``u``), else rejected. Returns the new uncertain count."""
+    if u:
+        for q in range(i, j):
+            unc_out[n_unc] = q
+            n_unc += 1
+    return n_unc
 
 
 @nb.njit(cache=True, nogil=True)
@@ -251,10 +256,7 @@ def walk_range(g, state0, i0, i1, depth0, u0, items, sets, htab, meta, tok_bytes
                     t = step(g, s, g[HEADER + b])
                     if t < 0:
                         j = min(skip[p + pushed], i1)
-                        if u:
-                            for q in range(i, j):
-                                unc_out[n_unc] = q
-                                n_unc += 1
+                        n_unc = _dead_prefix(i, j, u, unc_out, n_unc)
                         i = j
                         dead = True
                         break
@@ -284,10 +286,7 @@ def walk_range(g, state0, i0, i1, depth0, u0, items, sets, htab, meta, tok_bytes
                                                      pushed + 1)
             if r != OK:
                 j = min(skip[p + pushed], i1)
-                if u:
-                    for q in range(i, j):
-                        unc_out[n_unc] = q
-                        n_unc += 1
+                n_unc = _dead_prefix(i, j, u, unc_out, n_unc)
                 i = j
                 dead = True
                 break
@@ -483,10 +482,7 @@ def scc_walk(g, root, comp, canon, tok_bytes, tok_ptr, sorted_ids, lcp, skip, fo
             if t < 0 or t >= n_dense or comp[t] != c0:
                 j = skip[p + pushed]
                 if t < 0:
-                    if u:
-                        for q in range(i, j):
-                            unc_out[n_unc] = q
-                            n_unc += 1
+                    n_unc = _dead_prefix(i, j, u, unc_out, n_unc)
                 else:
                     exits[n_exit, 0] = i
                     exits[n_exit, 1] = j
