@@ -40,8 +40,10 @@ from .earley import (
     F_CALLS,
     FULL,
     H_BLOCKS,
+    H_FLAGS,
     H_NCLASSES,
     H_NDENSE,
+    H_TRANS,
     HEADER,
     BLOCK_ROW,
     M_NITEMS,
@@ -217,6 +219,10 @@ def walk_range(g, state0, i0, i1, depth0, u0, items, sets, htab, meta, tok_bytes
     run_o = np.empty((max_depth + 2, RUN_MAX), dtype=np.int32)
     states[depth0] = state0
     unc[depth0] = u0
+    n_dense = g[H_NDENSE]
+    n_classes = g[H_NCLASSES]
+    flags_o = g[H_FLAGS]
+    trans_o = g[H_TRANS]
     sub = -1  # depth where the Earley sub-parse starts; -1: stepping the DFA
     pushed = depth0
     i = i0
@@ -243,7 +249,12 @@ def walk_range(g, state0, i0, i1, depth0, u0, items, sets, htab, meta, tok_bytes
             b = tok_bytes[p + pushed]
             if sub < 0:
                 s = states[pushed]
-                f = state_flags(g, s)
+                if s < n_dense:  # the common case, without the accessors' block lookups
+                    f = g[flags_o + s]
+                    t = g[trans_o + s * n_classes + g[HEADER + b]]
+                else:
+                    f = state_flags(g, s)
+                    t = step(g, s, g[HEADER + b])
                 if f & F_CALLS:
                     if _start_subparse(g, s, items, sets, htab, meta) == FULL:
                         return FULL
@@ -253,7 +264,6 @@ def walk_range(g, state0, i0, i1, depth0, u0, items, sets, htab, meta, tok_bytes
                     exitp[pushed] = pushed > 0 and (f & F_ACCEPT) != 0
                 else:
                     u = unc[pushed] or (pushed > 0 and (f & F_ACCEPT) != 0 and follow[b])
-                    t = step(g, s, g[HEADER + b])
                     if t < 0:
                         j = min(skip[p + pushed], i1)
                         n_unc = _dead_prefix(i, j, u, unc_out, n_unc)
