@@ -369,7 +369,7 @@ def unpack_row_q6_k(w, o, nb, q, wd16):
 
 
 # From this many activation rows on, a weight row is unpacked once and reused.
-_UNPACK_MIN_ROWS = 4
+_UNPACK_MIN_ROWS = 16
 
 
 @njit(parallel=True, **_JIT_FAST)
