@@ -77,7 +77,17 @@ def extract_counter_blocks(grammar: Grammar) -> tuple[Grammar, dict[str, Counter
     by_node: dict[Repeat, str] = {}
     recursive_cache: dict[str, bool] = {}
 
+    done: dict[int, tuple[Expr, Expr]] = {}  # id(node) -> (node, result): the IR is a DAG
+
     def visit(e: Expr) -> Expr:
+        hit = done.get(id(e))
+        if hit is not None and hit[0] is e:
+            return hit[1]
+        out = _visit(e)
+        done[id(e)] = (e, out)
+        return out
+
+    def _visit(e: Expr) -> Expr:
         if isinstance(e, Repeat):
             name = by_node.get(e)
             if name is not None:

@@ -12,6 +12,7 @@ Pure Python on purpose (grammar/ imports no Numba); construction runs once per g
 from __future__ import annotations
 
 import contextlib
+from collections import OrderedDict
 import threading
 import time
 from typing import Callable, Iterable, Mapping, Sequence
@@ -36,6 +37,10 @@ from .ir import (
 MAX_NFA_STATES = 2_000_000
 
 _limits = threading.local()
+
+_memo: "OrderedDict[Expr, Dfa]" = OrderedDict()
+_memo_lock = threading.Lock()
+_MEMO_MAX = 512
 
 
 @contextlib.contextmanager
@@ -295,7 +300,25 @@ class Dfa:
     @staticmethod
     def from_expr(expr: Expr, rules: Mapping[str, Expr] | None = None) -> "Dfa":
         """The minimal DFA of a regular expression. References are inlined from ``rules``
-        (recursion is an error)."""
+        (recursion is an error). Expressions without references are memoized process-wide
+        (IR nodes are immutable, and formats, patterns and string lengths recur across
+        schemas); the result must not be mutated."""
+        if rules is None:
+            with _memo_lock:
+                hit = _memo.get(expr)
+                if hit is not None:
+                    _memo.move_to_end(expr)
+                    return hit
+            dfa = Dfa._build(expr, None)
+            with _memo_lock:
+                _memo[expr] = dfa
+                if len(_memo) > _MEMO_MAX:
+                    _memo.popitem(last=False)
+            return dfa
+        return Dfa._build(expr, rules)
+
+    @staticmethod
+    def _build(expr: Expr, rules: Mapping[str, Expr] | None) -> "Dfa":
         nfa = Nfa()
         src, dst = nfa.state(), nfa.state()
 
