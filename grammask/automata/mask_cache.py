@@ -142,7 +142,7 @@ class MaskCache:
         if n_acc <= n_words and n_acc <= n_rej:
             data = self._ids_out[:MC.bits_to_ids(bits, self._zeros, self._ids_out)]
             kind = MC.K_ACC
-        elif n_rej <= n_words:
+        elif n_rej <= n_words // 16:
             # the universe minus the accepted: its bits, as ids
             data = self._ids_out[:MC.bits_to_ids(self.universe, bits, self._ids_out)]
             kind = MC.K_REJ

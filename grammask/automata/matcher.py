@@ -77,6 +77,8 @@ class GrammarMatcher:
         self._cache = compiled_grammar.mask_cache
         self._caps = [_INITIAL_ITEMS, _INITIAL_SETS, _INITIAL_HTAB, _INITIAL_ROOTS, 64]
         self._buf, self._meta = MK.layout_state(*self._caps, self._stop_ids)
+        self._all_possible = _can_allow_all(trie, self._stop_ids)
+        self._meta[MK.M_ALL_POSSIBLE] = self._all_possible
         self._history: list[int] = []  # n_sets before each accepted token
         self._terminated = False
         self._jf_buf = np.zeros(_JUMP_FORWARD_MAX, dtype=np.uint8)
@@ -96,6 +98,7 @@ class GrammarMatcher:
         so, nso = int(old_meta[MK.M_SETS_OFF]), int(meta[MK.M_SETS_OFF])
         buf[nso:nso + n_sets + 1] = old_buf[so:so + n_sets + 1]
         meta[:4] = old_meta[:4]
+        meta[MK.M_ALL_POSSIBLE] = self._all_possible
         self._caps = caps
         self._buf, self._meta = buf, meta
 
@@ -271,6 +274,13 @@ class GrammarMatcher:
         k = int(self._meta[0]) - 1
         lo, hi = int(sets[k]), int(sets[k + 1])
         return " ".join(f"({s},{o})" for s, o in items[lo:hi, :2].tolist())
+
+
+def _can_allow_all(trie, stop_ids: np.ndarray) -> bool:
+    """Whether every token id is either in the trie or a stop token (else no mask can allow
+    all tokens)."""
+    covered = len(trie.sorted_ids) + len(np.setdiff1d(stop_ids, trie.sorted_ids))
+    return covered >= trie.vocab_size
 
 
 def _bitmask_row(bitmask, index: int, vocab_size: int) -> np.ndarray:

@@ -558,6 +558,27 @@ def _or_accepted(cmeta, pool, universe, s, row):
 
 
 @nb.njit(cache=True, nogil=True)
+def _write_accepted(cmeta, pool, universe, s, row):
+    """Overwrites ``row`` with the accepted set of entry ``s`` (the one-root case: plain
+    copies, no per-word merging)."""
+    kind = cmeta[s, C_KIND]
+    off = cmeta[s, C_ACC_OFF]
+    ln = cmeta[s, C_ACC_LEN]
+    if kind == K_BITS:
+        row[:ln] = pool[off:off + ln]
+    elif kind == K_REJ:
+        row[:] = universe
+        for j in range(off, off + ln):
+            t = pool[j]
+            row[t >> 5] &= ~(np.int32(1) << np.int32(t & 31))
+    else:
+        row[:] = 0
+        if kind == K_ACC:
+            for j in range(off, off + ln):
+                _set_bit(row, pool[j])
+
+
+@nb.njit(cache=True, nogil=True)
 def _common_prefix(tok_bytes, pa, la, pb, lb, limit):
     m = min(la, lb, limit)
     k = 0
@@ -597,12 +618,16 @@ def fill_mask_cached(g, items, sets, htab, meta, tok_bytes, tok_ptr, sorted_ids,
             return NEED_CACHE
         roots[n_roots] = row
         n_roots += 1
-    mask_row[:] = 0
     n_unc = 0
-    for r in range(n_roots):
-        s = roots[r]
-        _or_accepted(cmeta, pool, universe, s, mask_row)
-        n_unc += cmeta[s, C_UNC_LEN]
+    if n_roots == 1:
+        _write_accepted(cmeta, pool, universe, roots[0], mask_row)
+        n_unc = cmeta[roots[0], C_UNC_LEN]
+    else:
+        mask_row[:] = 0
+        for r in range(n_roots):
+            s = roots[r]
+            _or_accepted(cmeta, pool, universe, s, mask_row)
+            n_unc += cmeta[s, C_UNC_LEN]
     if n_unc > 0:
         if n_unc > unc_buf.shape[0]:
             return FULL

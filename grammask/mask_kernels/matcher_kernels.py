@@ -8,7 +8,9 @@ and call the kernels of :mod:`.earley` and :mod:`.mask_cache`.
 ``meta`` slots (beyond the parser's own, see :mod:`.earley`): capacities and offsets of the
 regions of ``buf``: items (3 ints each) at 0, sets, the item hash table (3 ints per slot),
 roots and uncertain-token scratch for the mask, the stop token ids; and ``M_MISSING``, the
-state whose cache entry a fill needs.
+state whose cache entry a fill needs; ``M_ALL_POSSIBLE``, whether a mask can allow every token
+at all (not when the vocabulary has tokens no grammar produces), so the all-allowed check
+of each fill is skipped when it cannot succeed.
 
 Trie blob ``tr`` header: see ``T_*``.
 """
@@ -24,7 +26,7 @@ from . import mask_cache as MC
 # meta slots 0..3 belong to earley (n_sets, n_items, stamp, set start)
 M_ITEMS_CAP, M_SETS_OFF, M_SETS_CAP, M_HTAB_OFF, M_HTAB_CAP = 4, 5, 6, 7, 8
 M_ROOTS_OFF, M_ROOTS_CAP, M_UNC_OFF, M_UNC_CAP, M_STOP_OFF, M_NSTOP = 9, 10, 11, 12, 13, 14
-M_MISSING, M_ALL_ALLOWED = 15, 16
+M_MISSING, M_ALL_ALLOWED, M_ALL_POSSIBLE = 15, 16, 17
 META_SIZE = 18
 
 # trie blob header
@@ -73,6 +75,7 @@ def layout_state(items_cap: int, sets_cap: int, htab_cap: int, roots_cap: int, u
     buf = np.zeros(pos, dtype=np.int32)
     buf[meta[M_HTAB_OFF]:meta[M_HTAB_OFF] + 3 * htab_cap] = -1
     buf[meta[M_STOP_OFF]:pos] = stop_ids
+    meta[M_ALL_POSSIBLE] = 1  # the matcher clears it when some token can never be allowed
     return buf, meta
 
 
@@ -186,7 +189,7 @@ def m_fill(g, buf, meta, tr, tok_bytes, cmeta, pool, slots, lcap, mask_row):
     r = MC.fill_mask_cached(g, items, sets, htab, meta, tok_bytes, tok_ptr, sorted_ids, cmeta,
                             pool, slots, lcap, universe, stops, mask_row, roots, unc, missing)
     if r == E.OK:
-        meta[M_ALL_ALLOWED] = 1 if _all_allowed(mask_row, vocab) else 0
+        meta[M_ALL_ALLOWED] = 1 if meta[M_ALL_POSSIBLE] and _all_allowed(mask_row, vocab) else 0
     return r
 
 
