@@ -173,7 +173,11 @@ class MaskCache:
         if n_sig < 0:
             canon[order[:n_order]] = -1
             return None
-        key = sig[:n_sig].tobytes() + np.packbits(follow).tobytes()
+        # the follow set matters only where the walk can end the rule inside the component:
+        # a string's character loop is shared by every grammar, whatever follows the string
+        key = sig[:n_sig].tobytes()
+        if MC.any_accepting(g, order, n_order):
+            key += np.packbits(follow).tobytes()
         trie = self._trie
         store, lock = shared_store(trie)
         with lock:

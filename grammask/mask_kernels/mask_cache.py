@@ -459,6 +459,16 @@ def scc_signature(g, root, comp, order, canon, sig):
 
 
 @nb.njit(cache=True, nogil=True)
+def any_accepting(g, order, n_order):
+    """Whether one of the states ``order[:n_order]`` is accepting (only then does a walk
+    inside their component depend on what may follow the rule)."""
+    for k in range(n_order):
+        if state_flags(g, order[k]) & F_ACCEPT:
+            return True
+    return False
+
+
+@nb.njit(cache=True, nogil=True)
 def scc_walk(g, root, comp, canon, tok_bytes, tok_ptr, sorted_ids, lcp, skip, follow,
              acc_bits, unc_out, exits, max_depth):
     """The part of ``root``'s walk inside its component: accepted bits, uncertain positions,
