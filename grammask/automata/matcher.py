@@ -13,6 +13,10 @@ from ..mask_kernels.bitmask import bitmask_words
 from .compiled_grammar import CompiledGrammar
 from .token_trie import shared_store
 
+# bound once: the mask step is a few microseconds, module attribute lookups count
+_m_fill = MK.m_fill
+_OK, _OK_ALL_ALLOWED, _NEED_CACHE = E.OK, MK.OK_ALL_ALLOWED, MC.NEED_CACHE
+
 _INITIAL_ITEMS = 512
 _INITIAL_SETS = 256
 _INITIAL_HTAB = 128
@@ -82,6 +86,7 @@ class GrammarMatcher:
         self._meta[MK.M_ALL_POSSIBLE] = self._all_possible
         self._history: list[int] = []  # n_sets before each accepted token
         self._terminated = False
+        self._row_of: tuple = (None, -1, None)  # (bitmask, index, its validated row)
         self._jf_buf = np.zeros(_JUMP_FORWARD_MAX, dtype=np.uint8)
         self.reset()
 
@@ -220,20 +225,26 @@ class GrammarMatcher:
         """Writes the allowed next tokens into row ``index`` of ``bitmask`` (int32 words, bit
         set = allowed; see :func:`grammask.allocate_token_bitmask`). Does not change the state.
         Returns whether the row must be applied (False when every token is allowed)."""
-        row = _bitmask_row(bitmask, index, self._vocab_size)
+        if bitmask is self._row_of[0] and index == self._row_of[1]:
+            row = self._row_of[2]  # validated before (only plain numpy arrays are kept)
+        else:
+            row = _bitmask_row(bitmask, index, self._vocab_size)
+            if type(bitmask) is np.ndarray:
+                self._row_of = (bitmask, index, row)
         if self._terminated:
             row[:] = 0
             for t in self._stop_ids:
                 row[t >> 5] |= np.int32(1) << np.int32(t & 31)
             return True
         cache = self._cache
-        g = self._g
         while True:
-            r = MK.m_fill(g, self._buf, self._meta, self._tr, self._tok_bytes, cache.cmeta,
-                          cache.pool, cache.slots, cache.lcap, row)
-            if r == E.OK:
-                return not self._meta[MK.M_ALL_ALLOWED]
-            if r == MC.NEED_CACHE:
+            r = _m_fill(self._g, self._buf, self._meta, self._tr, self._tok_bytes, cache.cmeta,
+                        cache.pool, cache.slots, cache.lcap, row)
+            if r == _OK:
+                return True
+            if r == _OK_ALL_ALLOWED:
+                return False
+            if r == _NEED_CACHE:
                 cache.ensure(int(self._meta[MK.M_MISSING]))
             else:
                 self._grow(unc_needed=2 * self._caps[4])

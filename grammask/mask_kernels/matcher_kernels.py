@@ -27,6 +27,7 @@ from . import mask_cache as MC
 M_ITEMS_CAP, M_SETS_OFF, M_SETS_CAP, M_HTAB_OFF, M_HTAB_CAP = 4, 5, 6, 7, 8
 M_ROOTS_OFF, M_ROOTS_CAP, M_UNC_OFF, M_UNC_CAP, M_STOP_OFF, M_NSTOP = 9, 10, 11, 12, 13, 14
 M_MISSING, M_ALL_ALLOWED, M_ALL_POSSIBLE = 15, 16, 17
+OK_ALL_ALLOWED = 2  # m_fill: OK, and every token is allowed
 META_SIZE = 18
 
 # trie blob header
@@ -171,8 +172,8 @@ def _all_allowed(mask_row, vocab):
 
 @nb.njit(cache=True, nogil=True)
 def m_fill(g, buf, meta, tr, tok_bytes, cmeta, pool, slots, lcap, mask_row):
-    """The next-token mask from the cache. OK (``meta[M_ALL_ALLOWED]`` tells whether every
-    token is allowed), FULL, or NEED_CACHE (state in ``meta[M_MISSING]``)."""
+    """The next-token mask from the cache. OK, OK_ALL_ALLOWED (every token is allowed; also
+    ``meta[M_ALL_ALLOWED]``), FULL, or NEED_CACHE (state in ``meta[M_MISSING]``)."""
     items, sets, htab = views(buf, meta)
     n = tr[T_N]
     vocab = tr[T_VOCAB]
@@ -189,7 +190,10 @@ def m_fill(g, buf, meta, tr, tok_bytes, cmeta, pool, slots, lcap, mask_row):
     r = MC.fill_mask_cached(g, items, sets, htab, meta, tok_bytes, tok_ptr, sorted_ids, cmeta,
                             pool, slots, lcap, universe, stops, mask_row, roots, unc, missing)
     if r == E.OK:
-        meta[M_ALL_ALLOWED] = 1 if meta[M_ALL_POSSIBLE] and _all_allowed(mask_row, vocab) else 0
+        if meta[M_ALL_POSSIBLE] and _all_allowed(mask_row, vocab):
+            meta[M_ALL_ALLOWED] = 1
+            return OK_ALL_ALLOWED
+        meta[M_ALL_ALLOWED] = 0
     return r
 
 
