@@ -55,6 +55,7 @@ class MaskCache:
         self._canon = np.full(n_dense, -1, dtype=np.int32)
         self._sig = np.empty(MC.SCC_MAX * 520, dtype=np.int32)
         self.n_built = 0
+        self._through_stack: list[int] = []  # states whose call-through build is under way
         # counter blocks: one slot table each, (inner states x (lcap+2)^2) entries
         self.lcap = LCAP
         n_blocks = int(g[E.H_NBLOCKS])
@@ -78,17 +79,23 @@ class MaskCache:
     def ensure(self, state: int) -> None:
         """Builds the entry of ``state`` unless it exists."""
         with self._lock:
-            if state < self._n_dense:
-                if self.cmeta[state, MC.C_KIND] == MC.K_NONE:
-                    self._build(state, state)
-                return
-            bi, idx = MC.slot_index(self._g, state, self.lcap)
-            where = int(self.slots[bi]) + int(idx)
-            if self.slots[where] >= 0:
-                return
-            row = self._new_row()
-            self._build(state, row)
-            self.slots[where] = row  # published last: readers then find a complete row
+            self._ensure(state)
+
+    def _ensure(self, state: int) -> int:
+        """``ensure`` with the lock held; returns the state's cmeta row."""
+        if state < self._n_dense:
+            if self.cmeta[state, MC.C_KIND] == MC.K_NONE:
+                self._build(state, state)
+            return state
+        bi, idx = MC.slot_index(self._g, state, self.lcap)
+        where = int(self.slots[bi]) + int(idx)
+        row = int(self.slots[where])
+        if row >= 0:
+            return row
+        row = self._new_row()
+        self._build(state, row)
+        self.slots[where] = row  # published last: readers then find a complete row
+        return row
 
     def _new_row(self) -> int:
         if self._rows >= self.cmeta.shape[0]:
@@ -108,6 +115,7 @@ class MaskCache:
         rule = int(E.state_rule(g, s))
         follow = self._follow_of(rule)
         long_unc = self.lcap if s >= self._n_dense else 0
+        through = self._through_row(s) if long_unc == 0 else -1  # may build another entry
         if self._scratch is None:
             self._scratch = _new_scratch()
         while True:
@@ -116,8 +124,14 @@ class MaskCache:
                 self._scratch = _grow(self._scratch, self._max_depth + 8)
                 continue
             n_unc = E.FULL
-            shared = self._shared_walk(s, follow) if long_unc == 0 else None
-            if shared is not None:
+            shared = self._shared_walk(s, follow) if long_unc == 0 and through < 0 else None
+            if through >= 0:
+                n_unc = MC.build_through(g, s, through, self.cmeta, self.pool, self.universe,
+                                         items, sets, htab, meta, trie.tok_bytes,
+                                         trie.tok_ptr, trie.sorted_ids, trie.lcp, trie.skip,
+                                         follow, self._acc_bits, self._unc_out,
+                                         self._max_depth)
+            elif shared is not None:
                 acc_in, unc_in, exits, order = shared
                 self._acc_bits[:] = acc_in
                 self._unc_out[:len(unc_in)] = unc_in
@@ -153,6 +167,20 @@ class MaskCache:
         unc_off = self._append(unc)
         MC.store_cache_row(self.cmeta, row, kind, acc_off, len(data), unc_off, n_unc)
         self.n_built += 1
+
+    def _through_row(self, s: int) -> int:
+        """For a state that only calls one non-nullable rule: the cmeta row of that rule's
+        start state, built first if needed (see mask_kernels.mask_cache, "call-through");
+        else -1. Its accepted tokens are then copied and its uncertain ones walked again."""
+        t = int(MC.call_through_target(self._g, s))
+        if t < 0 or t in self._through_stack or len(self._through_stack) >= 64:
+            return -1
+        self._through_stack.append(s)
+        try:
+            row = self._ensure(t)
+        finally:
+            self._through_stack.pop()
+        return row
 
     def _shared_walk(self, s: int, follow: np.ndarray):
         """For a state inside a loop of its automaton: the walk inside the loop, shared with

@@ -40,9 +40,13 @@ from .earley import (
     F_CALLS,
     FULL,
     H_BLOCKS,
+    H_CALL_PTR,
+    H_CALL_RULE,
     H_FLAGS,
     H_NCLASSES,
     H_NDENSE,
+    H_NULLABLE,
+    H_RULE_START,
     H_TRANS,
     HEADER,
     BLOCK_ROW,
@@ -307,6 +311,67 @@ def walk_range(g, state0, i0, i1, depth0, u0, items, sets, htab, meta, tok_bytes
         if not dead:
             _set_bit(acc_bits, sorted_ids[i])
             i += 1
+    return n_unc
+
+
+# --------------------------------------------------------------------------- call-through
+#
+# A state whose only way on is one call of a non-nullable rule (the opening of a string whose
+# length is bounded, a value rule called from an object) accepts, whatever the context, every
+# token its callee's start state accepts, and rejects every token that state rejects: a path
+# from it must enter the callee and can only leave it where the callee's own walk marked a
+# token uncertain. So its entry is the callee start's entry, with just those uncertain tokens
+# walked again from the state itself (an Earley walk over a few thousand tokens instead of
+# the whole vocabulary).
+
+
+@nb.njit(cache=True, nogil=True)
+def call_through_target(g, s):
+    """The start state of the rule ``s`` must call, when ``s`` is a dense state whose only
+    edge is one call of a non-nullable rule and ``s`` does not accept; else -1."""
+    if s >= g[H_NDENSE]:
+        return -1
+    if g[g[H_FLAGS] + s] != F_CALLS:
+        return -1
+    ptr = g[H_CALL_PTR]
+    e0 = g[ptr + s]
+    if g[ptr + s + 1] - e0 != 1:
+        return -1
+    r = g[g[H_CALL_RULE] + e0]
+    if g[g[H_NULLABLE] + r] != 0:
+        return -1
+    t = g[g[H_RULE_START] + r]
+    return -1 if t == s else t
+
+
+@nb.njit(cache=True, nogil=True)
+def build_through(g, s, row_v, cmeta, pool, universe, items, sets, htab, meta, tok_bytes,
+                  tok_ptr, sorted_ids, lcp, skip, follow, acc_bits, unc_out, max_depth):
+    """The entry of ``s`` from the entry (row ``row_v``) of the state it calls through:
+    that entry's accepted set, and its uncertain tokens walked from ``s`` (runs of
+    consecutive trie positions walked together). Returns the uncertain count or FULL."""
+    _write_accepted(cmeta, pool, universe, row_v, acc_bits)
+    off = cmeta[row_v, C_UNC_OFF]
+    end = off + cmeta[row_v, C_UNC_LEN]
+    n_unc = 0
+    j = off
+    last = -1
+    while j < end:
+        q0 = pool[j]
+        j += 1
+        if q0 <= last:
+            continue
+        q1 = q0 + 1
+        while j < end and pool[j] <= q1:
+            if pool[j] == q1:
+                q1 += 1
+            j += 1
+        last = q1 - 1
+        n_unc = walk_range(g, s, q0, q1, 0, False, items, sets, htab, meta, tok_bytes,
+                           tok_ptr, sorted_ids, lcp, skip, follow, acc_bits, unc_out, n_unc,
+                           max_depth, 0)
+        if n_unc == FULL:
+            return FULL
     return n_unc
 
 
