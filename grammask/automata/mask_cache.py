@@ -115,7 +115,7 @@ class MaskCache:
         rule = int(E.state_rule(g, s))
         follow = self._follow_of(rule)
         long_unc = self.lcap if s >= self._n_dense else 0
-        through = self._through_row(s) if long_unc == 0 else -1  # may build another entry
+        through, skip_bytes = self._through_row(s) if long_unc == 0 else (-1, None)
         if self._scratch is None:
             self._scratch = _new_scratch()
         while True:
@@ -126,7 +126,8 @@ class MaskCache:
             n_unc = E.FULL
             shared = self._shared_walk(s, follow) if long_unc == 0 and through < 0 else None
             if through >= 0:
-                n_unc = MC.build_through(g, s, through, self.cmeta, self.pool, self.universe,
+                n_unc = MC.build_through(g, s, through, skip_bytes, self.cmeta, self.pool,
+                                         self.universe,
                                          items, sets, htab, meta, trie.tok_bytes,
                                          trie.tok_ptr, trie.sorted_ids, trie.lcp, trie.skip,
                                          follow, self._acc_bits, self._unc_out,
@@ -168,19 +169,24 @@ class MaskCache:
         MC.store_cache_row(self.cmeta, row, kind, acc_off, len(data), unc_off, n_unc)
         self.n_built += 1
 
-    def _through_row(self, s: int) -> int:
-        """For a state that only calls one non-nullable rule: the cmeta row of that rule's
-        start state, built first if needed (see mask_kernels.mask_cache, "call-through");
-        else -1. Its accepted tokens are then copied and its uncertain ones walked again."""
-        t = int(MC.call_through_target(self._g, s))
-        if t < 0 or t in self._through_stack or len(self._through_stack) >= 64:
-            return -1
+    def _through_row(self, s: int) -> tuple[int, np.ndarray | None]:
+        """For a state whose only edge is one rule call: the cmeta row of that rule's start
+        state, built first if needed, and the first bytes of tokens that may skip the rule
+        (see mask_kernels.mask_cache, "call-through"); else (-1, None)."""
+        g = self._g
+        r = int(MC.call_through_rule(g, s))
+        if r < 0:
+            return -1, None
+        t = int(g[int(g[E.H_RULE_START]) + r])
+        if t in self._through_stack or len(self._through_stack) >= 64:
+            return -1, None
         self._through_stack.append(s)
         try:
             row = self._ensure(t)
         finally:
             self._through_stack.pop()
-        return row
+        nullable = g[int(g[E.H_NULLABLE]) + r] != 0
+        return row, (self._follow_of(r) if nullable else _NO_BYTES)
 
     def _shared_walk(self, s: int, follow: np.ndarray):
         """For a state inside a loop of its automaton: the walk inside the loop, shared with
@@ -244,6 +250,9 @@ class MaskCache:
         if self._follow is None:
             self._follow = compute_follow(self._g)
         return self._follow[rule]
+
+
+_NO_BYTES = np.zeros(256, dtype=bool)
 
 
 def _new_scratch():

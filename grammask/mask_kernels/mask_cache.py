@@ -316,19 +316,21 @@ def walk_range(g, state0, i0, i1, depth0, u0, items, sets, htab, meta, tok_bytes
 
 # --------------------------------------------------------------------------- call-through
 #
-# A state whose only way on is one call of a non-nullable rule (the opening of a string whose
-# length is bounded, a value rule called from an object) accepts, whatever the context, every
-# token its callee's start state accepts, and rejects every token that state rejects: a path
-# from it must enter the callee and can only leave it where the callee's own walk marked a
-# token uncertain. So its entry is the callee start's entry, with just those uncertain tokens
-# walked again from the state itself (an Earley walk over a few thousand tokens instead of
-# the whole vocabulary).
+# A state whose only way on is one call of a rule (the opening of a string whose length is
+# bounded, a value called from an object) accepts, whatever the context, every token its
+# callee's start state accepts: a path from it enters the callee. A token the start state
+# rejects died inside the callee before the callee could end (or where the next byte cannot
+# follow it), so it is rejected here too, unless the callee is nullable and the token skips
+# it, which needs its first byte to be one that can follow the callee. So the entry is the
+# callee start's entry, with only its uncertain tokens (and, for a nullable callee, the tokens
+# that begin with a byte of its follow set) walked again from the state itself: an Earley walk
+# over a few thousand tokens instead of the whole vocabulary.
 
 
 @nb.njit(cache=True, nogil=True)
-def call_through_target(g, s):
-    """The start state of the rule ``s`` must call, when ``s`` is a dense state whose only
-    edge is one call of a non-nullable rule and ``s`` does not accept; else -1."""
+def call_through_rule(g, s):
+    """The rule ``s`` must call, when ``s`` is a dense state whose only edge is one call and
+    ``s`` does not accept, and that rule's start state is not ``s`` itself; else -1."""
     if s >= g[H_NDENSE]:
         return -1
     if g[g[H_FLAGS] + s] != F_CALLS:
@@ -338,40 +340,44 @@ def call_through_target(g, s):
     if g[ptr + s + 1] - e0 != 1:
         return -1
     r = g[g[H_CALL_RULE] + e0]
-    if g[g[H_NULLABLE] + r] != 0:
+    if g[g[H_RULE_START] + r] == s:
         return -1
-    t = g[g[H_RULE_START] + r]
-    return -1 if t == s else t
+    return r
 
 
 @nb.njit(cache=True, nogil=True)
-def build_through(g, s, row_v, cmeta, pool, universe, items, sets, htab, meta, tok_bytes,
-                  tok_ptr, sorted_ids, lcp, skip, follow, acc_bits, unc_out, max_depth):
-    """The entry of ``s`` from the entry (row ``row_v``) of the state it calls through:
-    that entry's accepted set, and its uncertain tokens walked from ``s`` (runs of
-    consecutive trie positions walked together). Returns the uncertain count or FULL."""
+def build_through(g, s, row_v, skip_bytes, cmeta, pool, universe, items, sets, htab, meta,
+                  tok_bytes, tok_ptr, sorted_ids, lcp, skip, follow, acc_bits, unc_out,
+                  max_depth):
+    """The entry of ``s`` from the entry (row ``row_v``) of the start state of the rule it
+    calls: that entry's accepted set; its uncertain tokens, and the tokens whose first byte
+    is in ``skip_bytes`` (bool[256]: the callee's follow set when it is nullable, else all
+    false), walked from ``s`` in runs of consecutive trie positions. Returns the uncertain
+    count or FULL."""
     _write_accepted(cmeta, pool, universe, row_v, acc_bits)
+    n = sorted_ids.shape[0]
+    cand = np.zeros(n + 1, dtype=np.bool_)
     off = cmeta[row_v, C_UNC_OFF]
-    end = off + cmeta[row_v, C_UNC_LEN]
+    for j in range(off, off + cmeta[row_v, C_UNC_LEN]):
+        cand[pool[j]] = True
+    for i in range(n):  # sorted tokens: one run per first byte
+        if skip_bytes[tok_bytes[tok_ptr[i]]]:
+            cand[i] = True
     n_unc = 0
-    j = off
-    last = -1
-    while j < end:
-        q0 = pool[j]
-        j += 1
-        if q0 <= last:
+    i = 0
+    while i < n:
+        if not cand[i]:
+            i += 1
             continue
-        q1 = q0 + 1
-        while j < end and pool[j] <= q1:
-            if pool[j] == q1:
-                q1 += 1
-            j += 1
-        last = q1 - 1
-        n_unc = walk_range(g, s, q0, q1, 0, False, items, sets, htab, meta, tok_bytes,
+        q1 = i + 1
+        while cand[q1]:
+            q1 += 1
+        n_unc = walk_range(g, s, i, q1, 0, False, items, sets, htab, meta, tok_bytes,
                            tok_ptr, sorted_ids, lcp, skip, follow, acc_bits, unc_out, n_unc,
                            max_depth, 0)
         if n_unc == FULL:
             return FULL
+        i = q1
     return n_unc
 
 
