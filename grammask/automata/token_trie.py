@@ -81,10 +81,11 @@ def build_token_trie(decoded_vocab, vocab_size: int, special_ids, stop_ids) -> T
         if decoded_vocab[i] and i not in special
     ]
     ids.sort(key=decoded_vocab.__getitem__)
-    lengths = np.fromiter((len(decoded_vocab[i]) for i in ids), dtype=np.int64, count=len(ids))
+    toks = [decoded_vocab[i] for i in ids]
+    lengths = np.fromiter(map(len, toks), dtype=np.int64, count=len(toks))
     tok_ptr = np.zeros(len(ids) + 1, dtype=np.int32)
     np.cumsum(lengths, out=tok_ptr[1:])
-    tok_bytes = np.frombuffer(b"".join(decoded_vocab[i] for i in ids), dtype=np.uint8).copy()
+    tok_bytes = np.frombuffer(b"".join(toks), dtype=np.uint8).copy()
     sorted_ids = np.asarray(ids, dtype=np.int32)
     lcp = build_lcp(tok_bytes, tok_ptr)
     skip = build_skip(tok_ptr, lcp)
