@@ -703,10 +703,12 @@ class _Converter:
                 out += [syn({"type": "object", "$gm_forbid": [r]}) for r in v]
             elif kw == "properties":
                 for k in v:
-                    for n in self.negate(loc.child("properties", k), stack) or [None]:
-                        if n is None:
-                            return None
-                        out.append(syn({"type": "object", "required": [k], "properties": {k: n}}))
+                    sub = self.negate(loc.child("properties", k), stack)
+                    if sub is None:  # refused (and reported) below
+                        return None
+                    # an empty list: the property's schema accepts every value
+                    out += [syn({"type": "object", "required": [k], "properties": {k: n}})
+                            for n in sub]
             elif kw in ("minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties"):
                 kind = {"L": "string", "I": "array", "P": "object"}[kw[3]]
                 other = ("max" if kw.startswith("min") else "min") + kw[3:]
@@ -948,6 +950,7 @@ class _Converter:
         upper = [(v, s) for v, s in f.upper]
         modulus = 1
         limit = None
+        applied = False  # some multipleOf is enforced: the value is then an integer
         for m, mptr in f.multiple:
             if isinstance(m, int):
                 k = m
@@ -960,7 +963,8 @@ class _Converter:
                 if lim is not None:
                     limit = lim if limit is None else min(limit, lim)
             modulus = modulus * k // math.gcd(modulus, k)
-        if f.multiple and modulus >= 1 and (modulus > 1 or any(not isinstance(m, int) for m, _ in f.multiple)):
+            applied = True
+        if applied:  # multipleOf 1 on a number too: 100.1 is no multiple of 1
             integer = True
         if limit is not None:
             lower.append((-limit, False))

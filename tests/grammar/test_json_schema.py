@@ -195,6 +195,7 @@ def test_number_bound_edge_cases():
     check({"type": "integer", "minimum": 1.5, "exclusiveMaximum": 10}, [2, 9], [1, 10, 2.5])
     check({"type": "integer", "multipleOf": 7, "minimum": -20, "maximum": 30}, [-14, 0, 28], [-21, 35, 8])
     check({"type": "number", "multipleOf": 0.5}, [1, 2, -3], [0.3])
+    check({"type": "number", "multipleOf": 1, "minimum": 0}, [0, 7, 100], [100.1, 0.5, -1])
     check({"type": "number", "multipleOf": 0.01}, [1, 2, 300], [0.001])
     # draft-4 boolean exclusive bounds
     check({"$schema": "http://json-schema.org/draft-04/schema#", "type": "integer", "minimum": 3, "exclusiveMinimum": True}, [4], [3])
@@ -390,6 +391,14 @@ def test_combinators():
     )
     check({"not": {"type": ["string", "object", "array", "null"]}}, [1, 2.5, True], ["a", None])
     check({"type": "object", "properties": {"a": {}}, "not": {"required": ["a"]}}, [{}], [{"a": 1}])
+    # a property schema that accepts everything has an empty negation, not a refused one
+    both = {"properties": {"b": {}}, "required": ["b"]}
+    check({"type": "object", "properties": {"a": {"type": "array"}}, "not": both},
+          [{"a": []}, {}], [{"b": []}, {"a": [], "b": 1}], strict_mode=False)
+    check({"anyOf": [
+        {"properties": {"a": {"type": "array"}}, "not": {"properties": {"b": {}}, "required": ["b"]}},
+        {"properties": {"b": {"type": "array"}}, "not": {"properties": {"a": {}}, "required": ["a"]}},
+    ]}, [{"a": []}, {"b": []}, {}], [{"a": [], "b": []}, {"a": 1}, 3], strict_mode=False)
 
 
 def test_if_then_else_and_dependencies():
