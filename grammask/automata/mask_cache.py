@@ -56,10 +56,11 @@ class MaskCache:
         self._sig = np.empty(MC.SCC_MAX * 520, dtype=np.int32)
         self.n_built = 0
         self._through_stack: list[int] = []  # states whose call-through build is under way
-        # counter blocks: one slot table each, (inner states x (lcap+2)^2) entries
-        self.lcap = LCAP
+        # counter blocks: one slot table each, (inner states x (LCAP+3)^2) entries; the
+        # kernels get LCAP and the longest token's length packed as ``lcap``
+        self.lcap = MC.pack_limits(LCAP, max(self._max_depth, LCAP + 1))
         n_blocks = int(g[E.H_NBLOCKS])
-        width = (LCAP + 2) ** 2
+        width = (LCAP + 3) ** 2
         sizes = [int(g[g[E.H_BLOCKS] + b * E.BLOCK_ROW + E.B_QQ]) * width
                  for b in range(n_blocks)]
         slots = np.full(n_blocks + 1 + sum(sizes), -1, dtype=np.int32)
@@ -114,8 +115,8 @@ class MaskCache:
         trie = self._trie
         rule = int(E.state_rule(g, s))
         follow = self._follow_of(rule)
-        long_unc = self.lcap if s >= self._n_dense else 0
-        through, skip_bytes = self._through_row(s) if long_unc == 0 else (-1, None)
+        long_unc = LCAP if s >= self._n_dense and MC.slot_is_clamped(g, s, self.lcap) else 0
+        through, skip_bytes = self._through_row(s) if s < self._n_dense else (-1, None)
         if self._scratch is None:
             self._scratch = _new_scratch()
         while True:
@@ -124,7 +125,8 @@ class MaskCache:
                 self._scratch = _grow(self._scratch, self._max_depth + 8)
                 continue
             n_unc = E.FULL
-            shared = self._shared_walk(s, follow) if long_unc == 0 and through < 0 else None
+            shared = (self._shared_walk(s, follow) if s < self._n_dense and through < 0
+                      else None)
             if through >= 0:
                 n_unc = MC.build_through(g, s, through, skip_bytes, self.cmeta, self.pool,
                                          self.universe,

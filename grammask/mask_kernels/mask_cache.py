@@ -20,8 +20,11 @@ Uncertain lists hold positions in the sorted vocabulary (trie order), not token 
 
 Virtual states of a counter block share entries: a token of at most ``lcap`` bytes completes
 at most ``lcap`` copies of the repeated item, so from copy ``c`` only the distances to the
-bounds, clamped to ``lcap + 1``, matter. ``slots`` maps (block, inner state, clamped distances)
-to a row of ``cmeta``; longer tokens are left uncertain in those entries.
+bounds, clamped to ``lcap + 1``, matter; and a distance beyond ``huge`` (the longest token)
+is never reached by any token. ``slots`` maps (block, inner state, distance codes: exact up to
+``lcap``, ``lcap + 1`` up to ``huge``, ``lcap + 2`` beyond) to a row of ``cmeta``; only the
+entries with a ``lcap + 1`` code leave their tokens longer than ``lcap`` bytes uncertain.
+The kernels take ``lcap`` and ``huge`` packed in one integer (:func:`pack_limits`).
 """
 
 from __future__ import annotations
@@ -826,37 +829,61 @@ def bits_to_ids(words, mask_out, out):
     return n
 
 
+def pack_limits(lcap: int, huge: int) -> int:
+    """The slot-table limits as the one integer the kernels take (``lcap`` below 2**16)."""
+    assert 0 < lcap < huge and lcap < (1 << 16)
+    return lcap | (huge << 16)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _distance_code(d, lcap, huge):
+    """A distance to a bound as a slot coordinate: exact up to ``lcap``; ``lcap + 1`` up to
+    ``huge``; ``lcap + 2`` beyond (no token reaches the bound)."""
+    if d <= lcap:
+        return d
+    return lcap + 1 if d <= huge else lcap + 2
+
+
 @nb.njit(cache=True, nogil=True)
-def slot_index(g, s, lcap):
+def slot_index(g, s, limits):
     """For a virtual state: (block number, index of its entry within the block's slots)."""
+    lcap = limits & 0xFFFF
+    huge = limits >> 16
     b = block_of(g, s)
     qq = g[b + B_QQ]
     rel = s - g[b + B_BASE]
     c = rel // qq
     i = rel - c * qq
-    far = lcap + 1
     dm = g[b + B_MIN] - c
     if dm < 0:
         dm = 0
-    if dm > far:
-        dm = far
+    dm = _distance_code(dm, lcap, huge)
     if g[b + B_UNBOUNDED]:
-        dn = far
+        dn = lcap + 2
     else:
-        dn = g[b + B_MAX] - c
-        if dn > far:
-            dn = far
-    width = lcap + 2
+        dn = _distance_code(g[b + B_MAX] - c, lcap, huge)
+    width = lcap + 3
     return (b - g[H_BLOCKS]) // BLOCK_ROW, (i * width + dm) * width + dn
 
 
+@nb.njit(cache=True, nogil=True)
+def slot_is_clamped(g, s, limits):
+    """Whether the entry of virtual state ``s`` is shared by states at different distances
+    (between ``lcap`` and ``huge``) from a bound: its tokens longer than ``lcap`` bytes must
+    then be left uncertain."""
+    lcap = limits & 0xFFFF
+    _, idx = slot_index(g, s, limits)
+    width = lcap + 3
+    return idx % width == lcap + 1 or (idx // width) % width == lcap + 1
+
+
 @nb.njit(cache=True, nogil=True, inline="always")
-def cache_row(g, s, slots, lcap):
+def cache_row(g, s, slots, limits):
     """The cmeta row of state ``s`` (-1 when a virtual state's entry is not assigned yet).
     ``slots[block]`` is where that block's slot table starts within ``slots``."""
     if s < g[H_NDENSE]:
         return s
-    bi, idx = slot_index(g, s, lcap)
+    bi, idx = slot_index(g, s, limits)
     return slots[slots[bi] + idx]
 
 
