@@ -5,6 +5,10 @@ kernels produce each decoding step's allowed-token bitmask; a bundled quantized 
 uses it so that generation is guaranteed to match.
 """
 
+from . import _kernel_cache
+
+_kernel_cache.configure()  # before any module with cached kernels is imported
+
 from .errors import (
     GrammaskError,
     GrammarError,
