@@ -51,7 +51,8 @@ def load_matchers(data: str, batch: int, seed: int, compiler, hf):
             files += [os.path.join(folder, n) for n in names[:8]]
     rng.shuffle(files)
     matchers, sources = [], []
-    for path in files:
+    # a file may give several matchers (other cut points) when the batch is large
+    for path in files * (1 + batch // max(1, len(files))):
         if len(matchers) >= batch:
             break
         with open(path, encoding="utf-8") as fh:

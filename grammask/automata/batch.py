@@ -1,7 +1,9 @@
 """Batches of matchers: fill many bitmask rows on several threads, accept a token per row.
 
-The mask kernels release the GIL, so plain threads run them in parallel; each thread takes
-a contiguous slice of the batch, so the Python work between kernel calls stays small.
+Each thread takes a contiguous slice of the batch and fills it in one Numba call (no GIL),
+from a table of the matchers' array addresses (matcher_kernels.m_fill_table); the rare rows
+that need Python (a cache entry to build, a buffer to grow, a terminated matcher) are then
+filled one by one.
 """
 
 from __future__ import annotations
@@ -11,7 +13,16 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
+
+from ..mask_kernels import earley as E
+from ..mask_kernels import matcher_kernels as MK
 from .matcher import GrammarMatcher
+
+_SKIP_ROW = bytes(8 * MK.A_COLUMNS)
+
+#: Rows a thread must have before a batch fill is split (a cached row costs ~1-5 us).
+MIN_ROWS_PER_THREAD = 64
 
 
 def _default_threads() -> int:
@@ -54,17 +65,28 @@ class BatchGrammarMatcher:
         if len(set(rows)) != n:
             raise ValueError("indices must be distinct: two matchers would write one row")
         out = [False] * n
-        threads = min(self._threads, n)
+        # a slice of fewer rows costs less than handing it to another thread (~30 us here)
+        threads = max(1, min(self._threads, n // MIN_ROWS_PER_THREAD))
+        # rows of zeros (matchers the kernel must skip) where a matcher gives None
+        table = np.frombuffer(b"".join([m._addresses(bitmask, r) or _SKIP_ROW
+                                        for m, r in zip(matchers, rows)]),
+                              dtype=np.int64).reshape(n, MK.A_COLUMNS)
+        status = np.empty(n, dtype=np.int32)
         if threads <= 1:
-            _fill_range(matchers, bitmask, rows, out, 0, n)
-            return out
-        bounds = [n * t // threads for t in range(threads + 1)]
-        pool = self._executor()
-        futures = [pool.submit(_fill_range, matchers, bitmask, rows, out, bounds[t],
-                               bounds[t + 1]) for t in range(1, threads)]
-        _fill_range(matchers, bitmask, rows, out, bounds[0], bounds[1])
-        for f in futures:
-            f.result()
+            MK.m_fill_table(table, 0, n, status)
+        else:
+            bounds = [n * t // threads for t in range(threads + 1)]
+            pool = self._executor()
+            futures = [pool.submit(MK.m_fill_table, table, bounds[t], bounds[t + 1], status)
+                       for t in range(1, threads)]
+            MK.m_fill_table(table, bounds[0], bounds[1], status)
+            for f in futures:
+                f.result()
+        for i, r in enumerate(status.tolist()):
+            if r == E.OK:
+                out[i] = True
+            elif r != MK.OK_ALL_ALLOWED:  # skipped, a cache entry to build, a buffer to grow
+                out[i] = matchers[i].fill_next_token_bitmask(bitmask, rows[i])
         return out
 
     @staticmethod
@@ -93,11 +115,6 @@ class BatchGrammarMatcher:
         pool = getattr(self, "_pool", None)
         if pool is not None:
             pool.shutdown(wait=False)
-
-
-def _fill_range(matchers, bitmask, rows, out, lo: int, hi: int) -> None:
-    for i in range(lo, hi):
-        out[i] = matchers[i].fill_next_token_bitmask(bitmask, rows[i])
 
 
 _shared: dict[int, BatchGrammarMatcher] = {}

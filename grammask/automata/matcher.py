@@ -87,6 +87,7 @@ class GrammarMatcher:
         self._history: list[int] = []  # n_sets before each accepted token
         self._terminated = False
         self._row_of: tuple = (None, -1, None)  # (bitmask, index, its validated row)
+        self._addr_of: tuple = (None,) * 7  # see _addresses
         self._jf_buf = np.zeros(_JUMP_FORWARD_MAX, dtype=np.uint8)
         self.reset()
 
@@ -248,6 +249,35 @@ class GrammarMatcher:
                 cache.ensure(int(self._meta[MK.M_MISSING]))
             else:
                 self._grow(unc_needed=2 * self._caps[4])
+
+    def _addresses(self, bitmask, index: int):
+        """This matcher's row of a batch address table (see matcher_kernels.m_fill_table), as
+        the bytes of its int64 values, or None when the batch must fill it through :meth:`fill_next_token_bitmask`
+        (terminated, or not a plain numpy bitmask). The arrays behind the addresses stay
+        referenced by ``self._addr_of`` until one of them is replaced."""
+        if self._terminated or type(bitmask) is not np.ndarray:
+            return None
+        cache = self._cache
+        key = self._addr_of
+        if (key[0] is self._buf and key[1] is cache.pool and key[2] is cache.cmeta
+                and key[3] is cache.slots and key[4] is bitmask and key[5] == index):
+            return key[6]
+        if bitmask is self._row_of[0] and index == self._row_of[1]:
+            row = self._row_of[2]
+        else:
+            row = _bitmask_row(bitmask, index, self._vocab_size)
+            self._row_of = (bitmask, index, row)
+        arrays = (self._g, self._buf, self._meta, self._tr, self._tok_bytes)
+        addr = []
+        for a in arrays:
+            addr += (a.ctypes.data, a.shape[0])
+        addr += (cache.cmeta.ctypes.data, cache.cmeta.shape[0], cache.pool.ctypes.data,
+                 cache.pool.shape[0], cache.slots.ctypes.data, cache.slots.shape[0],
+                 cache.lcap, row.ctypes.data, row.shape[0])
+        packed = np.array(addr, dtype=np.int64).tobytes()
+        self._addr_of = (self._buf, cache.pool, cache.cmeta, cache.slots, bitmask, index, packed,
+                         row, arrays)
+        return packed
 
     def _fill_uncached(self, row: np.ndarray) -> None:
         """The mask by a full trie walk, without the cache (for tests and comparisons)."""

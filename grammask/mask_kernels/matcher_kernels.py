@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import numba as nb
 import numpy as np
+from numba.core import types
+from numba.extending import intrinsic
 
 from . import earley as E
 from . import mask_cache as MC
@@ -170,10 +172,8 @@ def _all_allowed(mask_row, vocab):
     return True
 
 
-@nb.njit(cache=True, nogil=True)
-def m_fill(g, buf, meta, tr, tok_bytes, cmeta, pool, slots, lcap, mask_row):
-    """The next-token mask from the cache. OK, OK_ALL_ALLOWED (every token is allowed; also
-    ``meta[M_ALL_ALLOWED]``), FULL, or NEED_CACHE (state in ``meta[M_MISSING]``)."""
+@nb.njit(cache=True, nogil=True, inline="always")
+def _fill(g, buf, meta, tr, tok_bytes, cmeta, pool, slots, lcap, mask_row):
     items, sets, htab = views(buf, meta)
     n = tr[T_N]
     vocab = tr[T_VOCAB]
@@ -195,6 +195,67 @@ def m_fill(g, buf, meta, tr, tok_bytes, cmeta, pool, slots, lcap, mask_row):
             return OK_ALL_ALLOWED
         meta[M_ALL_ALLOWED] = 0
     return r
+
+
+@nb.njit(cache=True, nogil=True)
+def m_fill(g, buf, meta, tr, tok_bytes, cmeta, pool, slots, lcap, mask_row):
+    """The next-token mask from the cache. OK, OK_ALL_ALLOWED (every token is allowed; also
+    ``meta[M_ALL_ALLOWED]``), FULL, or NEED_CACHE (state in ``meta[M_MISSING]``)."""
+    return _fill(g, buf, meta, tr, tok_bytes, cmeta, pool, slots, lcap, mask_row)
+
+
+# --------------------------------------------------------------------------- batches
+#
+# A batch fill makes one Numba call per thread for a whole range of matchers, so the threads
+# run without the GIL for the whole range (a call per matcher would hand the GIL back and
+# forth between them at every matcher). Each matcher is described by one row of int64
+# addresses and lengths of its arrays (A_* columns); the caller keeps the arrays alive.
+
+(A_G, A_G_LEN, A_BUF, A_BUF_LEN, A_META, A_META_LEN, A_TR, A_TR_LEN, A_TB, A_TB_LEN, A_CMETA,
+ A_CMETA_ROWS, A_POOL, A_POOL_LEN, A_SLOTS, A_SLOTS_LEN, A_LCAP, A_ROW, A_ROW_LEN) = range(19)
+A_COLUMNS = 19
+SKIPPED = 3  # m_fill_table: the row was not filled (handled by the caller)
+
+
+def _pointer_intrinsic(dtype):
+    @intrinsic
+    def as_pointer(typingctx, address):
+        if not isinstance(address, types.Integer):
+            return None
+        sig = types.CPointer(dtype)(address)
+
+        def codegen(context, builder, signature, args):
+            return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
+
+        return sig, codegen
+
+    return as_pointer
+
+
+_ptr_i32 = _pointer_intrinsic(types.int32)
+_ptr_i64 = _pointer_intrinsic(types.int64)
+_ptr_u8 = _pointer_intrinsic(types.uint8)
+
+
+@nb.njit(cache=True, nogil=True)
+def m_fill_table(table, lo, hi, status):
+    """``m_fill`` for the matchers of rows ``lo <= i < hi`` of an address table; writes each
+    result to ``status[i]`` (SKIPPED for rows with no grammar address)."""
+    for i in range(lo, hi):
+        a = table[i]
+        if a[A_G] == 0:
+            status[i] = SKIPPED
+            continue
+        g = nb.carray(_ptr_i32(a[A_G]), (a[A_G_LEN],))
+        buf = nb.carray(_ptr_i32(a[A_BUF]), (a[A_BUF_LEN],))
+        meta = nb.carray(_ptr_i64(a[A_META]), (a[A_META_LEN],))
+        tr = nb.carray(_ptr_i32(a[A_TR]), (a[A_TR_LEN],))
+        tok_bytes = nb.carray(_ptr_u8(a[A_TB]), (a[A_TB_LEN],))
+        cmeta = nb.carray(_ptr_i64(a[A_CMETA]), (a[A_CMETA_ROWS], 5))
+        pool = nb.carray(_ptr_i32(a[A_POOL]), (a[A_POOL_LEN],))
+        slots = nb.carray(_ptr_i32(a[A_SLOTS]), (a[A_SLOTS_LEN],))
+        row = nb.carray(_ptr_i32(a[A_ROW]), (a[A_ROW_LEN],))
+        status[i] = _fill(g, buf, meta, tr, tok_bytes, cmeta, pool, slots, a[A_LCAP], row)
 
 
 @nb.njit(cache=True, nogil=True)
