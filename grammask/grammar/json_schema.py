@@ -964,7 +964,10 @@ class _Converter:
                     limit = lim if limit is None else min(limit, lim)
             modulus = modulus * k // math.gcd(modulus, k)
             applied = True
-        if applied:  # multipleOf 1 on a number too: 100.1 is no multiple of 1
+        # the multiples written: integers (multipleOf 1 on a number too: 100.1 is no multiple
+        # of 1); a number may also spell an integer value with a zero fraction, "100.0"
+        zero_fraction = applied and not integer
+        if applied:
             integer = True
         if limit is not None:
             lower.append((-limit, False))
@@ -974,7 +977,10 @@ class _Converter:
         pieces = self._split_ranges(lower, upper, excluded)
         out = []
         for lo, hi in pieces:
-            out.append(self._number_piece(lo, hi, integer, modulus, f))
+            piece = self._number_piece(lo, hi, integer, modulus, f)
+            if zero_fraction:
+                piece = seq(piece, rep(seq(lit("."), rep(lit("0"), 1, None)), 0, 1))
+            out.append(piece)
         return alt(out)
 
     @staticmethod

@@ -196,6 +196,11 @@ def test_number_bound_edge_cases():
     check({"type": "integer", "multipleOf": 7, "minimum": -20, "maximum": 30}, [-14, 0, 28], [-21, 35, 8])
     check({"type": "number", "multipleOf": 0.5}, [1, 2, -3], [0.3])
     check({"type": "number", "multipleOf": 1, "minimum": 0}, [0, 7, 100], [100.1, 0.5, -1])
+    g = check({"type": "number", "multipleOf": 0.01, "exclusiveMaximum": 100}, [3, 99], [100, 101])
+    assert matches(g, b"99.0") and matches(g, b"0.00") and not matches(g, b"100.0")
+    assert not matches(g, b"99.") and not matches(g, b"1.50")
+    g = check({"type": "integer", "multipleOf": 3}, [3, -6], [4])
+    assert not matches(g, b"3.0")  # an integer type keeps integer spellings
     check({"type": "number", "multipleOf": 0.01}, [1, 2, 300], [0.001])
     # draft-4 boolean exclusive bounds
     check({"$schema": "http://json-schema.org/draft-04/schema#", "type": "integer", "minimum": 3, "exclusiveMinimum": True}, [4], [3])
