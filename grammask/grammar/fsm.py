@@ -459,7 +459,63 @@ def _trim(d: Dfa) -> tuple[list[int], dict[int, int]]:
     return keep, {s: i for i, s in enumerate(keep)}
 
 
+#: From this many states on, minimization runs in the Numba kernel of the rule compiler.
+KERNEL_MIN_STATES = 48
+
+
 def _minimize(d: Dfa) -> Dfa:
+    if d.n_states >= KERNEL_MIN_STATES:
+        return _minimize_kernel(d)
+    return _minimize_python(d)
+
+
+def _minimize_kernel(d: Dfa) -> Dfa:
+    """``_minimize`` through ``mask_kernels.dfa_kernels.build_min_dfa`` (the DFA handed over as
+    an NFA: entry 0 to the start, accepting states to exit 1). Its canonical numbering is
+    ``_minimize_python``'s: breadth first, bytes in order, then call symbols."""
+    import numpy as np
+
+    from ..mask_kernels.dfa_kernels import TOO_MANY_STATES, build_min_dfa
+
+    n = d.n_states
+    eps = [0, d.start + 2]
+    edges: list[int] = []
+    calls: list[int] = []
+    for s in range(n):
+        if d.accepting[s]:
+            eps += (s + 2, 1)
+        for lo, hi, t in d.edges[s]:
+            edges += (s + 2, lo, hi, t + 2)
+        for sym, t in d.calls[s]:
+            calls += (s + 2, sym, t + 2)
+    value = getattr(_limits, "value", None)
+    max_states = value[1] if value is not None and value[1] is not None else 1 << 30
+    empty = np.zeros(0, dtype=np.int32)
+    status, _, _, _, _, _, rows, acc_states, call_rows = build_min_dfa(
+        n + 2, np.array(eps, dtype=np.int32), np.array(edges, dtype=np.int32),
+        np.array(calls, dtype=np.int32), empty, np.zeros((1, 3), dtype=np.int64), empty, empty,
+        empty, max_states)
+    if status == TOO_MANY_STATES:
+        raise GrammarError(f"automaton too large: more than {max_states} DFA states")
+    m = 1 + max(int(rows[0::4].max(initial=0)), int(rows[3::4].max(initial=0)),
+                int(call_rows[0::3].max(initial=0)), int(call_rows[2::3].max(initial=0)),
+                int(acc_states.max(initial=0)))
+    out_edges: list[list] = [[] for _ in range(m)]
+    out_calls: list[list] = [[] for _ in range(m)]
+    acc = [False] * m
+    r = rows.tolist()
+    for i in range(0, len(r), 4):
+        out_edges[r[i]].append((r[i + 1], r[i + 2], r[i + 3]))
+    c = call_rows.tolist()
+    for i in range(0, len(c), 3):
+        out_calls[c[i]].append((c[i + 1], c[i + 2]))
+    for a in acc_states.tolist():
+        acc[a] = True
+    _check_limits(m)
+    return Dfa(0, out_edges, acc, out_calls)
+
+
+def _minimize_python(d: Dfa) -> Dfa:
     keep, index = _trim(d)
     if not keep:
         return Dfa(0, [()], [False])
