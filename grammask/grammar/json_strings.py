@@ -18,6 +18,7 @@ decoded value, never a superset.
 from __future__ import annotations
 
 import functools
+import threading
 import json
 
 from ..errors import GrammarError
@@ -114,47 +115,101 @@ def _encode_literal(data: bytes) -> Expr:
     return lit(bytes(out))
 
 
+_SPECIALS = tuple(c for lo, hi in SPECIAL_RANGES for c in range(lo, hi + 1))
+
+
+@functools.lru_cache(maxsize=1024)
+def _escape_template(pattern: tuple[int, ...]) -> tuple[int, tuple[tuple[int, int, bool, int], ...]]:
+    """The escape trie of one state whose special character ``_SPECIALS[i]`` leads to exit
+    ``pattern[i]`` (-1: no edge): (inner states, edges ``(src, byte, to_exit, target)``),
+    src 0 the state itself and 1.. the inner states; target an inner state or an exit."""
+    trie: dict = {}
+    for c, exit_ in zip(_SPECIALS, pattern):
+        if exit_ < 0:
+            continue
+        node = trie
+        esc = canonical_escape(c).encode()
+        for b in esc[:-1]:
+            node = node.setdefault(b, {})
+        node[esc[-1]] = exit_  # escapes are prefix-free
+    edges: list[tuple[int, int, bool, int]] = []
+    count = [0]
+
+    def emit(src: int, node: dict) -> None:
+        for b in sorted(node):
+            child = node[b]
+            if isinstance(child, dict):
+                count[0] += 1
+                t = count[0]
+                edges.append((src, b, False, t))
+                emit(t, child)
+            else:
+                edges.append((src, b, True, child))
+
+    emit(0, trie)
+    return count[0], tuple(edges)
+
+
 def encode_automaton(a: Automaton) -> Automaton:
     """Rewrite a byte DFA over UTF-8 decoded text into one over canonical JSON contents.
 
     Special characters are single ASCII bytes (never UTF-8 continuation bytes), so each edge
     on a special byte becomes a chain spelling its escape. All escapes start with a backslash;
-    the chains of one state are merged into a trie so the result stays deterministic.
+    the chains of one state are merged into a trie so the result stays deterministic (one
+    cached trie shape per pattern of targets). Results are kept by value (patterns and formats
+    recur across schemas).
     """
-    edges: list[list[tuple[int, int, int]]] = []
+    key = (a.start, a.edges, a.accepting)
+    with _encoded_lock:
+        hit = _encoded.get(key)
+    if hit is not None:
+        return hit
     accepting = list(a.accepting)
-    n = len(a.edges)
-    edges = [[] for _ in range(n)]
-
-    def new_state() -> int:
-        edges.append([])
-        accepting.append(False)
-        return len(edges) - 1
-
+    edges: list[list[tuple[int, int, int]]] = [[] for _ in range(len(a.edges))]
     for s, out in enumerate(a.edges):
-        trie: dict = {}
+        special: dict[int, int] = {}
+        mine = edges[s]
         for lo, hi, dst in out:
+            if lo >= 0x20 and not lo <= 0x22 <= hi and not lo <= 0x5C <= hi:
+                mine.append((lo, hi, dst))  # no special character in the range
+                continue
             for plo, phi in subtract_ranges(((lo, hi),), SPECIAL_RANGES):
-                edges[s].append((plo, phi, dst))
+                mine.append((plo, phi, dst))
             for slo, shi in intersect_ranges(((lo, hi),), SPECIAL_RANGES):
                 for c in range(slo, shi + 1):
-                    node = trie
-                    esc = canonical_escape(c).encode()
-                    for b in esc[:-1]:
-                        node = node.setdefault(b, {})
-                    node[esc[-1]] = dst  # escapes are prefix-free
-        def emit(state: int, node: dict) -> None:
-            for b in sorted(node):
-                child = node[b]
-                if isinstance(child, dict):
-                    t = new_state()
-                    edges[state].append((b, b, t))
-                    emit(t, child)
-                else:
-                    edges[state].append((b, b, child))
-        emit(s, trie)
+                    special[c] = dst
+        if not special:
+            continue
+        exits: list[int] = []
+        index: dict[int, int] = {}
+        pattern = []
+        for c in _SPECIALS:
+            d = special.get(c)
+            if d is None:
+                pattern.append(-1)
+                continue
+            if d not in index:
+                index[d] = len(exits)
+                exits.append(d)
+            pattern.append(index[d])
+        n_inner, tpl = _escape_template(tuple(pattern))
+        base = len(edges) - 1
+        edges.extend([] for _ in range(n_inner))
+        accepting.extend([False] * n_inner)
+        for src, b, to_exit, t in tpl:
+            edges[s if src == 0 else base + src].append(
+                (b, b, exits[t] if to_exit else base + t))
     final = tuple(tuple(sorted(out)) for out in edges)
-    return Automaton(a.start, final, tuple(accepting), label=f"json-encoded {a.label}")
+    out = Automaton(a.start, final, tuple(accepting), label=f"json-encoded {a.label}")
+    with _encoded_lock:
+        if len(_encoded) >= 256:
+            _encoded.pop(next(iter(_encoded)))
+        _encoded[key] = out
+    return out
+
+
+_encoded: dict[tuple, Automaton] = {}
+_encoded_lock = threading.Lock()
 
 
 def encode_text_expr(expr: Expr, memo: dict | None = None) -> Expr:
