@@ -168,8 +168,9 @@ def _accepted_in_other_key_order(engine, cg, data, order: dict) -> bool:
 
     Engines with a prefix check (``viable``) are searched object by object, depth first: the
     next key is one under which the text so far stays a viable prefix, its value serialized
-    the same way; the search backtracks over the keys of an object (not into a value already
-    placed) and stops after ``_ORDER_CHECKS`` prefix checks, so it can only undercount.
+    the same way, keys tried in the global schema order (``_property_order``) first; the search
+    backtracks over the keys of an object (not into a value already placed) and stops after
+    ``_ORDER_CHECKS`` prefix checks, so it can only undercount.
     Others get one try with every object's keys sorted by a global schema order
     (``_property_order``)."""
     if hasattr(engine, "viable"):
@@ -196,7 +197,9 @@ def _accepted_in_other_key_order(engine, cg, data, order: dict) -> bool:
 
         def emit(value, prefix: str) -> str | None:
             if isinstance(value, dict):
-                out = emit_members(value, prefix + "{", list(value))
+                # keys in the global schema order first: usually right at the first try
+                keys = sorted(value, key=lambda k: order.get(k, len(order)))
+                out = emit_members(value, prefix + "{", keys)
                 if out is None:
                     return None
             elif isinstance(value, list):
