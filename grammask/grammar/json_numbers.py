@@ -387,6 +387,93 @@ def multiple_automaton(k: int) -> Automaton:
     return Automaton(0, tuple(merged), tuple(accepting), label=f"multiple of {k}")
 
 
+def decimal_multiple_automaton(k: int, a: int) -> Automaton:
+    """JSON numbers without exponent (integer part ``0`` or ``[1-9][0-9]*``, optional ``-``,
+    optional fraction) whose value times ``10**a`` is an integer divisible by ``k``: at most
+    ``a`` fraction digits that are not trailing zeros, and the digits, with the fraction padded
+    to ``a`` digits, read as an integer divisible by ``k`` (k >= 1, a >= 1). ``-0`` appears
+    only with a fraction."""
+    if k < 1 or a < 1:
+        raise ValueError("modulus and fraction digits must be positive")
+    if k * (a + 3) > MAX_MODULUS:
+        raise ValueError(f"modulus {k} with {a} fraction digits is too large")
+    # states: 0 start, 1 after '-', 2 "0", 3 "-0"; then per residue r: integer part I(r),
+    # just after the point D(r), after m fraction digits F(r, m) (1 <= m <= a), zeros only
+    # beyond the a-th fraction digit T(r)
+    def i_(r):
+        return 4 + r
+
+    def d_(r):
+        return 4 + k + r
+
+    def f_(r, m):
+        return 4 + 2 * k + (m - 1) * k + r
+
+    def t_(r):
+        return 4 + (2 + a) * k + r
+
+    n = 4 + (3 + a) * k
+    edges: list[list[tuple[int, int, int]]] = [[] for _ in range(n)]
+    accepting = [False] * n
+    zero, dot, minus = 0x30, 0x2E, 0x2D
+    edges[0] += [(minus, minus, 1), (zero, zero, 2)]
+    edges[1].append((zero, zero, 3))
+    for dgt in range(1, 10):
+        edges[0].append((zero + dgt, zero + dgt, i_(dgt % k)))
+        edges[1].append((zero + dgt, zero + dgt, i_(dgt % k)))
+    edges[2].append((dot, dot, d_(0)))
+    edges[3].append((dot, dot, d_(0)))
+    accepting[2] = True
+    for r in range(k):
+        for dgt in range(10):
+            edges[i_(r)].append((zero + dgt, zero + dgt, i_((r * 10 + dgt) % k)))
+            edges[d_(r)].append((zero + dgt, zero + dgt, f_((r * 10 + dgt) % k, 1)))
+            for m in range(1, a):
+                edges[f_(r, m)].append((zero + dgt, zero + dgt, f_((r * 10 + dgt) % k, m + 1)))
+        edges[i_(r)].append((dot, dot, d_(r)))
+        edges[f_(r, a)].append((zero, zero, t_(r)))
+        edges[t_(r)].append((zero, zero, t_(r)))
+        accepting[i_(r)] = r * 10 ** a % k == 0
+        for m in range(1, a + 1):
+            accepting[f_(r, m)] = r * 10 ** (a - m) % k == 0
+        accepting[t_(r)] = r == 0
+    merged = []
+    for out in edges:
+        out.sort()
+        m_: list[tuple[int, int, int]] = []
+        for lo, hi, dst in out:
+            if m_ and m_[-1][2] == dst and m_[-1][1] + 1 == lo:
+                m_[-1] = (m_[-1][0], hi, dst)
+            else:
+                m_.append((lo, hi, dst))
+        merged.append(tuple(m_))
+    return Automaton(0, tuple(merged), tuple(accepting), label=f"multiple of {k}/10^{a}")
+
+
+def float_multiple_as_decimal_step(f: float) -> tuple[int, int, int] | None:
+    """For a float ``multipleOf`` f written as the decimal p/q (lowest terms): its multiples
+    that are exact in binary are the multiples of p/2**a, a the power of
+    two in q, and each of them x with |x| < limit passes the validator's test
+    ``int(x / f) == x / f`` (x is exact, x/f rounds to its integer quotient by the criterion of
+    :func:`float_multiple_as_integer_divisor`). Returns (k, a, limit) such that these x are the
+    decimals with x * 10**a an integer divisible by k = p * 5**a; None when a = 0 or there is no
+    guarantee."""
+    got = float_multiple_as_integer_divisor(f)
+    if got is None:
+        return None
+    written = Fraction(Decimal(repr(f)))
+    p, q = written.numerator, written.denominator
+    a = (q & -q).bit_length() - 1
+    if a == 0:
+        return None
+    # x * 2**a = i * p must stay below 2**53 (x exact), x / f = i * (q >> a) too; f exact in
+    # binary (0.25): x / f = i exactly
+    limit = ((1 << 53) - 1) >> a
+    if got[1] is not None:
+        limit = min(limit, got[1])
+    return p * 5 ** a, a, limit
+
+
 def float_multiple_as_integer_divisor(f: float) -> tuple[int, int | None] | None:
     """For a float ``multipleOf`` f, an integer p and magnitude limit such that every integer n
     divisible by p (|n| <= limit, None: no limit) passes the validator's float test

@@ -965,8 +965,16 @@ class _Converter:
             modulus = modulus * k // math.gcd(modulus, k)
             applied = True
         # the multiples written: integers (multipleOf 1 on a number too: 100.1 is no multiple
-        # of 1); a number may also spell an integer value with a zero fraction, "100.0"
+        # of 1); a number may also spell an integer value with a zero fraction, "100.0"; a
+        # number with one decimal multipleOf (0.01) also its multiples exact in binary (8.25)
         zero_fraction = applied and not integer
+        step = None
+        if zero_fraction and len(f.multiple) == 1 and isinstance(f.multiple[0][0], float):
+            step = num.float_multiple_as_decimal_step(f.multiple[0][0])
+            if step is not None and step[0] * (step[1] + 3) > num.MAX_MODULUS:
+                step = None
+        if step is not None:
+            return self._decimal_multiples(f, lower, upper, step)
         if applied:
             integer = True
         if limit is not None:
@@ -981,6 +989,21 @@ class _Converter:
             if zero_fraction:
                 piece = seq(piece, rep(seq(lit("."), rep(lit("0"), 1, None)), 0, 1))
             out.append(piece)
+        return alt(out)
+
+    def _decimal_multiples(self, f: _Facts, lower, upper, step) -> Expr:
+        """Numbers of a decimal multipleOf: the multiples exact in binary (see
+        json_numbers.float_multiple_as_decimal_step), within the bounds and the limit."""
+        k, a, limit = step
+        lower = lower + [(-limit, True)]
+        upper = upper + [(limit, True)]
+        excluded = sorted({Fraction(w) for w in f.not_values if isinstance(w, (int, float))
+                           and not isinstance(w, bool) and math.isfinite(w)})
+        auto = num.decimal_multiple_automaton(k, a)
+        out = []
+        for lo, hi in self._split_ranges(lower, upper, excluded):
+            piece = self._number_piece(lo, hi, False, 1, f)
+            out.append(self.intersect_bytes([piece, auto], "multipleOf"))
         return alt(out)
 
     @staticmethod

@@ -198,7 +198,13 @@ def test_number_bound_edge_cases():
     check({"type": "number", "multipleOf": 1, "minimum": 0}, [0, 7, 100], [100.1, 0.5, -1])
     g = check({"type": "number", "multipleOf": 0.01, "exclusiveMaximum": 100}, [3, 99], [100, 101])
     assert matches(g, b"99.0") and matches(g, b"0.00") and not matches(g, b"100.0")
-    assert not matches(g, b"99.") and not matches(g, b"1.50")
+    assert not matches(g, b"99.") and matches(g, b"1.50") and not matches(g, b"1.51")
+    # a decimal multipleOf: its multiples exact in binary are exact for the validator too
+    g = check({"type": "number", "multipleOf": 0.01, "minimum": -600}, [8.25, -500.5, 0.75, 3],
+              [-600.25, 0.001, 0.125])
+    assert matches(g, b"8.250") and matches(g, b"-0.25") and not matches(g, b"8.2501")
+    check({"type": "number", "multipleOf": 0.25}, [1.5, -0.75, 2], [0.3, 1.125])
+    check({"type": "number", "multipleOf": 0.001}, [0.125, 7.5], [0.0625])
     g = check({"type": "integer", "multipleOf": 3}, [3, -6], [4])
     assert not matches(g, b"3.0")  # an integer type keeps integer spellings
     check({"type": "number", "multipleOf": 0.01}, [1, 2, 300], [0.001])
