@@ -18,8 +18,8 @@ decoded value, never a superset.
 from __future__ import annotations
 
 import functools
-import threading
 import json
+import threading
 
 from ..errors import GrammarError
 from .ir import (
