@@ -226,12 +226,7 @@ class GrammarMatcher:
         """Writes the allowed next tokens into row ``index`` of ``bitmask`` (int32 words, bit
         set = allowed; see :func:`grammask.allocate_token_bitmask`). Does not change the state.
         Returns whether the row must be applied (False when every token is allowed)."""
-        if bitmask is self._row_of[0] and index == self._row_of[1]:
-            row = self._row_of[2]  # validated before (only plain numpy arrays are kept)
-        else:
-            row = _bitmask_row(bitmask, index, self._vocab_size)
-            if type(bitmask) is np.ndarray:
-                self._row_of = (bitmask, index, row)
+        row = self._row(bitmask, index)
         if self._terminated:
             row[:] = 0
             for t in self._stop_ids:
@@ -250,11 +245,20 @@ class GrammarMatcher:
             else:
                 self._grow(unc_needed=2 * self._caps[4])
 
+    def _row(self, bitmask, index: int) -> np.ndarray:
+        """Row ``index`` of ``bitmask``, validated; the last numpy bitmask's row is kept."""
+        if bitmask is self._row_of[0] and index == self._row_of[1]:
+            return self._row_of[2]  # validated before (only plain numpy arrays are kept)
+        row = _bitmask_row(bitmask, index, self._vocab_size)
+        if type(bitmask) is np.ndarray:
+            self._row_of = (bitmask, index, row)
+        return row
+
     def _addresses(self, bitmask, index: int):
         """This matcher's row of a batch address table (see matcher_kernels.m_fill_table), as
-        the bytes of its int64 values, or None when the batch must fill it through :meth:`fill_next_token_bitmask`
-        (terminated, or not a plain numpy bitmask). The arrays behind the addresses stay
-        referenced by ``self._addr_of`` until one of them is replaced."""
+        the bytes of its int64 values, or None when the batch must fill it through
+        :meth:`fill_next_token_bitmask` (terminated, or not a plain numpy bitmask). The arrays
+        behind the addresses stay referenced by ``self._addr_of`` until one is replaced."""
         if self._terminated or type(bitmask) is not np.ndarray:
             return None
         cache = self._cache
@@ -262,11 +266,7 @@ class GrammarMatcher:
         if (key[0] is self._buf and key[1] is cache.pool and key[2] is cache.cmeta
                 and key[3] is cache.slots and key[4] is bitmask and key[5] == index):
             return key[6]
-        if bitmask is self._row_of[0] and index == self._row_of[1]:
-            row = self._row_of[2]
-        else:
-            row = _bitmask_row(bitmask, index, self._vocab_size)
-            self._row_of = (bitmask, index, row)
+        row = self._row(bitmask, index)
         arrays = (self._g, self._buf, self._meta, self._tr, self._tok_bytes)
         addr = []
         for a in arrays:

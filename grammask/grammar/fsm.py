@@ -491,15 +491,13 @@ def _minimize_kernel(d: Dfa) -> Dfa:
     value = getattr(_limits, "value", None)
     max_states = value[1] if value is not None and value[1] is not None else 1 << 30
     empty = np.zeros(0, dtype=np.int32)
-    status, _, _, _, _, _, rows, acc_states, call_rows = build_min_dfa(
+    status, _, trans, _, _, _, rows, acc_states, call_rows = build_min_dfa(
         n + 2, np.array(eps, dtype=np.int32), np.array(edges, dtype=np.int32),
         np.array(calls, dtype=np.int32), empty, np.zeros((1, 3), dtype=np.int64), empty, empty,
         empty, max_states)
     if status == TOO_MANY_STATES:
         raise GrammarError(f"automaton too large: more than {max_states} DFA states")
-    m = 1 + max(int(rows[0::4].max(initial=0)), int(rows[3::4].max(initial=0)),
-                int(call_rows[0::3].max(initial=0)), int(call_rows[2::3].max(initial=0)),
-                int(acc_states.max(initial=0)))
+    m = trans.shape[0]
     out_edges: list[list] = [[] for _ in range(m)]
     out_calls: list[list] = [[] for _ in range(m)]
     acc = [False] * m

@@ -373,6 +373,12 @@ def multiple_automaton(k: int) -> Automaton:
     for r in range(k):
         for d in range(10):
             edges[base + r].append((0x30 + d, 0x30 + d, base + (r * 10 + d) % k))
+    accepting = [False, False, True] + [r == 0 for r in range(k)]
+    return Automaton(0, _merged_edges(edges), tuple(accepting), label=f"multiple of {k}")
+
+
+def _merged_edges(edges: list[list[tuple[int, int, int]]]) -> tuple:
+    """Each state's edges sorted, adjacent byte ranges to one target merged."""
     merged = []
     for out in edges:
         out.sort()
@@ -383,8 +389,7 @@ def multiple_automaton(k: int) -> Automaton:
             else:
                 m.append((lo, hi, dst))
         merged.append(tuple(m))
-    accepting = [False, False, True] + [r == 0 for r in range(k)]
-    return Automaton(0, tuple(merged), tuple(accepting), label=f"multiple of {k}")
+    return tuple(merged)
 
 
 def decimal_multiple_automaton(k: int, a: int) -> Automaton:
@@ -437,17 +442,7 @@ def decimal_multiple_automaton(k: int, a: int) -> Automaton:
         for m in range(1, a + 1):
             accepting[f_(r, m)] = r * 10 ** (a - m) % k == 0
         accepting[t_(r)] = r == 0
-    merged = []
-    for out in edges:
-        out.sort()
-        m_: list[tuple[int, int, int]] = []
-        for lo, hi, dst in out:
-            if m_ and m_[-1][2] == dst and m_[-1][1] + 1 == lo:
-                m_[-1] = (m_[-1][0], hi, dst)
-            else:
-                m_.append((lo, hi, dst))
-        merged.append(tuple(m_))
-    return Automaton(0, tuple(merged), tuple(accepting), label=f"multiple of {k}/10^{a}")
+    return Automaton(0, _merged_edges(edges), tuple(accepting), label=f"multiple of {k}/10^{a}")
 
 
 def float_multiple_as_decimal_step(f: float) -> tuple[int, int, int] | None:
@@ -456,8 +451,8 @@ def float_multiple_as_decimal_step(f: float) -> tuple[int, int, int] | None:
     two in q, and each of them x with |x| < limit passes the validator's test
     ``int(x / f) == x / f`` (x is exact, x/f rounds to its integer quotient by the criterion of
     :func:`float_multiple_as_integer_divisor`). Returns (k, a, limit) such that these x are the
-    decimals with x * 10**a an integer divisible by k = p * 5**a; None when a = 0 or there is no
-    guarantee."""
+    decimals with x * 10**a an integer divisible by k = p * 5**a; None when a = 0, when there
+    is no guarantee, or when that automaton would be too large."""
     got = float_multiple_as_integer_divisor(f)
     if got is None:
         return None
@@ -471,7 +466,10 @@ def float_multiple_as_decimal_step(f: float) -> tuple[int, int, int] | None:
     limit = ((1 << 53) - 1) >> a
     if got[1] is not None:
         limit = min(limit, got[1])
-    return p * 5 ** a, a, limit
+    k = p * 5 ** a
+    if k * (a + 3) > MAX_MODULUS:  # decimal_multiple_automaton's size limit
+        return None
+    return k, a, limit
 
 
 def float_multiple_as_integer_divisor(f: float) -> tuple[int, int | None] | None:

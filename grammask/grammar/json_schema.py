@@ -37,7 +37,10 @@ Choices worth knowing (the subsets)
   when a pattern or format applies; any escape spelling otherwise. Lengths count code points.
   Lone surrogate escapes are never produced.
 - Numbers: no exponent under bounds other than ``minimum: 0``; integers never carry a fraction
-  or exponent; float ``multipleOf`` allows the integer multiples only (see json_numbers).
+  or exponent; a float ``multipleOf`` allows its integer multiples (written with an optional
+  zero fraction) and, for one decimal ``multipleOf`` on a number, its multiples exact in
+  binary (8.25 for 0.01): a sound subset, since the validator's float test makes the exact set
+  non-regular (see json_numbers).
 - ``format`` values the ``jsonschema`` checker does not know are annotations and are ignored
   (the validator ignores them too); known formats without a language here are refused.
 - ``uniqueItems``: exact when at most one item fits, or when items come from a finite set of
@@ -971,17 +974,16 @@ class _Converter:
         step = None
         if zero_fraction and len(f.multiple) == 1 and isinstance(f.multiple[0][0], float):
             step = num.float_multiple_as_decimal_step(f.multiple[0][0])
-            if step is not None and step[0] * (step[1] + 3) > num.MAX_MODULUS:
-                step = None
+        # not-values split the ranges
+        excluded = sorted({Fraction(w) for w in f.not_values if isinstance(w, (int, float))
+                           and not isinstance(w, bool) and math.isfinite(w)})
         if step is not None:
-            return self._decimal_multiples(f, lower, upper, step)
+            return self._decimal_multiples(f, lower, upper, excluded, step)
         if applied:
             integer = True
         if limit is not None:
             lower.append((-limit, False))
             upper.append((limit, False))
-        # not-values split the ranges
-        excluded = sorted({Fraction(w) for w in f.not_values if isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w)})
         pieces = self._split_ranges(lower, upper, excluded)
         out = []
         for lo, hi in pieces:
@@ -991,19 +993,17 @@ class _Converter:
             out.append(piece)
         return alt(out)
 
-    def _decimal_multiples(self, f: _Facts, lower, upper, step) -> Expr:
+    def _decimal_multiples(self, f: _Facts, lower, upper, excluded, step) -> Expr:
         """Numbers of a decimal multipleOf: the multiples exact in binary (see
         json_numbers.float_multiple_as_decimal_step), within the bounds and the limit."""
         k, a, limit = step
         lower = lower + [(-limit, True)]
         upper = upper + [(limit, True)]
-        excluded = sorted({Fraction(w) for w in f.not_values if isinstance(w, (int, float))
-                           and not isinstance(w, bool) and math.isfinite(w)})
         auto = num.decimal_multiple_automaton(k, a)
         out = []
         for lo, hi in self._split_ranges(lower, upper, excluded):
             piece = self._number_piece(lo, hi, False, 1, f)
-            out.append(self.intersect_bytes([piece, auto], "multipleOf"))
+            out.append(self.intersect_bytes([piece, auto], "multipleOf", f.multiple[0][1]))
         return alt(out)
 
     @staticmethod
@@ -1050,14 +1050,16 @@ class _Converter:
         if integer:
             ilo, ihi = num.integer_bounds(mn, mx, xmn, xmx)
             if modulus > 1:
+                mptr = f.multiple[0][1] if f.multiple else "#"
                 try:
                     auto = num.multiple_automaton(modulus)
                 except ValueError:
-                    self.refuse("multipleOf", "#", f"modulus {modulus} too large")
+                    self.refuse("multipleOf", mptr, f"modulus {modulus} too large")
                     return num.integer_range(ilo, ihi)
                 if ilo is None and ihi is None:
                     return auto
-                return self.intersect_bytes([num.integer_range(ilo, ihi), auto], "multipleOf")
+                return self.intersect_bytes([num.integer_range(ilo, ihi), auto], "multipleOf",
+                                            mptr)
             if ilo is None and ihi is None:
                 return num.INTEGER
             return num.integer_range(ilo, ihi)

@@ -221,6 +221,12 @@ def test_float_multiple_that_float_division_breaks_is_refused():
     assert e.value.keyword == "multipleOf"
 
 
+def test_multiple_of_refusal_points_at_the_keyword():
+    with pytest.raises(UnsupportedSchemaError) as e:
+        grammar_from_json_schema({"properties": {"n": {"type": "integer", "multipleOf": 1000003}}})
+    assert e.value.pointer == "#/properties/n/multipleOf"
+
+
 # --------------------------------------------------------------------------- strings
 
 
