@@ -3,9 +3,14 @@
 The matchers come from MaskBench schemas (a stratified sample), each advanced to a random
 token boundary of one of its schema's valid instances, so the batch holds the mix of states an
 engine sees mid-generation. Every matcher's cache entry is built before timing (the first
-fill of a state is the cache build, measured by mask_bench.py). Then, interleaved, for each
-thread count: ``batch_fill_next_token_bitmask`` over the whole batch, ``--reps`` times.
+fill of a state is the cache build, measured by mask_bench.py). Then, for each thread count in
+turn, blocks of ``--block`` batch fills (the first ``--settle`` of a block not counted: a
+thread count that changes moves half the rows to another core's cache, which a server that
+keeps one thread count does not pay), until each thread count has ``--reps`` timed fills.
 Reports the median and p99 time per batch fill and the speed-up over one thread.
+
+``--gap-us`` sleeps that long between fills, as a model's forward pass would: the pool's
+threads have gone to sleep by the next fill, so its time includes waking them.
 
 Usage::
 
@@ -83,6 +88,9 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--reps", type=int, default=300)
+    ap.add_argument("--block", type=int, default=100)
+    ap.add_argument("--settle", type=int, default=20)
+    ap.add_argument("--gap-us", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=os.path.join(_HERE, "results", "batch_bench.json"))
     args = ap.parse_args(argv)
@@ -104,14 +112,20 @@ def main(argv=None) -> int:
             gm.batch_fill_next_token_bitmask(matchers, bitmask, max_threads=t)
     reference = bitmask.copy()
     times: dict[int, list[float]] = {t: [] for t in threads}
-    for _ in range(args.reps):
+    gap = args.gap_us / 1e6
+    while any(len(v) < args.reps for v in times.values()):
         for t in threads:
-            bitmask[:] = 0
-            t0 = time.perf_counter_ns()
-            gm.batch_fill_next_token_bitmask(matchers, bitmask, max_threads=t)
-            times[t].append((time.perf_counter_ns() - t0) / 1e3)
+            for k in range(args.block):
+                if gap:
+                    time.sleep(gap)
+                t0 = time.perf_counter_ns()
+                gm.batch_fill_next_token_bitmask(matchers, bitmask, max_threads=t)
+                dt = (time.perf_counter_ns() - t0) / 1e3
+                if k >= args.settle and len(times[t]) < args.reps:
+                    times[t].append(dt)
             if not np.array_equal(bitmask, reference):
                 raise SystemExit(f"batch fill on {t} threads wrote a different bitmask")
+            bitmask[:] = 0
 
     base = float(np.median(times[threads[0]]))
     rows = []
@@ -122,7 +136,7 @@ def main(argv=None) -> int:
                      "per_matcher_us": float(np.median(a)) / len(matchers),
                      "speedup": base / float(np.median(a))})
     print(f"{len(matchers)} matchers, {args.reps} batch fills per thread count "
-          f"(cpus: {os.cpu_count()})")
+          f"(cpus: {os.cpu_count()}, gap between fills: {args.gap_us:g} us)")
     print(f"{'threads':>7} {'median us':>10} {'p99 us':>9} {'us/matcher':>11} {'speed-up':>9}")
     for r in rows:
         print(f"{r['threads']:>7} {r['median_us']:>10.1f} {r['p99_us']:>9.1f} "
@@ -130,6 +144,7 @@ def main(argv=None) -> int:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as fh:
         json.dump({"batch": len(matchers), "reps": args.reps, "cpus": os.cpu_count(),
+                   "block": args.block, "settle": args.settle, "gap_us": args.gap_us,
                    "results": rows, "matchers": sources}, fh, indent=1)
     print(f"wrote {args.out}")
     return 0

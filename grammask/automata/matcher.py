@@ -22,6 +22,7 @@ _INITIAL_SETS = 256
 _INITIAL_HTAB = 128
 _INITIAL_ROOTS = 32
 _JUMP_FORWARD_MAX = 4096
+_SKIP_PART = bytes(8 * MK.A_COLUMNS)
 
 
 class GrammarMatcher:
@@ -87,7 +88,8 @@ class GrammarMatcher:
         self._history: list[int] = []  # n_sets before each accepted token
         self._terminated = False
         self._row_of: tuple = (None, -1, None)  # (bitmask, index, its validated row)
-        self._addr_of: tuple = (None,) * 7  # see _addresses
+        self._part: bytes | None = None  # see _make_part
+        self._part_arrays: tuple = ()
         self._jf_buf = np.zeros(_JUMP_FORWARD_MAX, dtype=np.uint8)
         self.reset()
 
@@ -108,6 +110,7 @@ class GrammarMatcher:
         meta[MK.M_ALL_POSSIBLE] = self._all_possible
         self._caps = caps
         self._buf, self._meta = buf, meta
+        self._part = None
 
     # ------------------------------------------------------------------ state
 
@@ -179,6 +182,7 @@ class GrammarMatcher:
         if token_id in self._stop_set and self._can_end():
             self._push_history(before)
             self._terminated = True
+            self._part = None
             return True
         return False
 
@@ -254,30 +258,25 @@ class GrammarMatcher:
             self._row_of = (bitmask, index, row)
         return row
 
-    def _addresses(self, bitmask, index: int):
+    def _make_part(self) -> bytes:
         """This matcher's row of a batch address table (see matcher_kernels.m_fill_table), as
-        the bytes of its int64 values, or None when the batch must fill it through
-        :meth:`fill_next_token_bitmask` (terminated, or not a plain numpy bitmask). The arrays
-        behind the addresses stay referenced by ``self._addr_of`` until one is replaced."""
-        if self._terminated or type(bitmask) is not np.ndarray:
-            return None
+        the bytes of its int64 values; all zeros (a row the kernel skips) when terminated.
+        Kept in ``self._part`` until a buffer is replaced; the arrays behind the addresses
+        stay referenced by ``self._part_arrays`` as long. The cache arrays it names may fall
+        behind the cache's (the kernel then reports a missing entry, and the batch fills the
+        row through :meth:`fill_next_token_bitmask` and drops the part)."""
+        if self._terminated:
+            return _SKIP_PART
         cache = self._cache
-        key = self._addr_of
-        if (key[0] is self._buf and key[1] is cache.pool and key[2] is cache.cmeta
-                and key[3] is cache.slots and key[4] is bitmask and key[5] == index):
-            return key[6]
-        row = self._row(bitmask, index)
-        arrays = (self._g, self._buf, self._meta, self._tr, self._tok_bytes)
+        arrays = (self._g, self._buf, self._meta, self._tr, self._tok_bytes, cache.cmeta,
+                  cache.pool, cache.slots)
         addr = []
         for a in arrays:
             addr += (a.ctypes.data, a.shape[0])
-        addr += (cache.cmeta.ctypes.data, cache.cmeta.shape[0], cache.pool.ctypes.data,
-                 cache.pool.shape[0], cache.slots.ctypes.data, cache.slots.shape[0],
-                 cache.lcap, row.ctypes.data, row.shape[0])
-        packed = np.array(addr, dtype=np.int64).tobytes()
-        self._addr_of = (self._buf, cache.pool, cache.cmeta, cache.slots, bitmask, index, packed,
-                         row, arrays)
-        return packed
+        addr += (cache.lcap, bitmask_words(self._vocab_size))
+        self._part = np.array(addr, dtype=np.int64).tobytes()
+        self._part_arrays = arrays
+        return self._part
 
     def _fill_uncached(self, row: np.ndarray) -> None:
         """The mask by a full trie walk, without the cache (for tests and comparisons)."""
