@@ -27,6 +27,10 @@ _SHARED_MAX = 2048
 class MaskCache:
     """Per-state token masks of one (grammar, vocabulary) pair."""
 
+    #: Keep the walks of subtrees entered in loop states for later walks (off: for tests and
+    #: comparisons; the entries are the same either way).
+    subtree_memo = True
+
     def __init__(self, automata: RuleAutomata, trie: TokenTrie):
         self._a = automata
         self._trie = trie
@@ -52,6 +56,7 @@ class MaskCache:
         self._n_dense = n_dense
         self._scratch = None  # parser buffers for Earley-based builds
         self._scc = None  # strongly connected components, for shared walks
+        self._memo = None  # the subtree memo of full walks (see mask_kernels.mask_cache)
         self._canon = np.full(n_dense, -1, dtype=np.int32)
         self._sig = np.empty(MC.SCC_MAX * 520, dtype=np.int32)
         self.n_built = 0
@@ -73,7 +78,8 @@ class MaskCache:
 
     @property
     def memory_size_bytes(self) -> int:
-        return int(self.cmeta.nbytes + self._used * 4)
+        memo = 0 if self._memo is None else self._memo[0].nbytes + self._memo[1].nbytes
+        return int(self.cmeta.nbytes + self._used * 4 + memo)
 
     # ------------------------------------------------------------------ building
 
@@ -145,10 +151,12 @@ class MaskCache:
                 if n_unc != E.FULL and len(exits) and len(unc_in) and n_unc > len(unc_in):
                     self._unc_out[:n_unc].sort()
             else:
+                memo = self._memo_arrays()
                 n_unc = MC.build_cache(g, s, items, sets, htab, meta, trie.tok_bytes,
                                        trie.tok_ptr, trie.sorted_ids, trie.lcp, trie.skip,
                                        follow, self._acc_bits, self._unc_out, self._max_depth,
-                                       long_unc)
+                                       long_unc, *memo)
+                self._memo_room()
             if n_unc != E.FULL:
                 break
             self._scratch = _grow(self._scratch)
@@ -248,6 +256,34 @@ class MaskCache:
 
     # ------------------------------------------------------------------ follow sets
 
+    def _memo_arrays(self):
+        """(table, pool, meta, states whose subtrees are kept): loop states of the automata.
+        Arrays that keep nothing when ``subtree_memo`` is off."""
+        if not self.subtree_memo:
+            return MC.no_memo()
+        if self._memo is None:
+            if self._scc is None:
+                self._scc = MC.scc_of_states(self._g)
+            comp, cyclic, _ = self._scc
+            self._memo = (np.full((_MEMO_TABLE0, 4), -1, dtype=np.int64),
+                          np.zeros(_MEMO_POOL0, dtype=np.int32), np.zeros(2, dtype=np.int64),
+                          np.ascontiguousarray(cyclic[comp]))
+        return self._memo
+
+    def _memo_room(self) -> None:
+        """Grows the memo after a build that filled half of its table or pool (a full one
+        only stops keeping subtrees), up to _MEMO_POOL_MAX words."""
+        if self._memo is None:
+            return
+        tab, pool, mmeta, ok = self._memo
+        if 4 * (int(mmeta[MC.MEMO_ENTRIES]) + 8) > tab.shape[0]:
+            tab = MC.memo_rehash(tab, np.full((tab.shape[0] * 2, 4), -1, dtype=np.int64))
+        if 2 * int(mmeta[MC.MEMO_USED]) > pool.shape[0] and 2 * pool.shape[0] <= _MEMO_POOL_MAX:
+            grown = np.zeros(pool.shape[0] * 2, dtype=np.int32)
+            grown[:pool.shape[0]] = pool
+            pool = grown
+        self._memo = (tab, pool, mmeta, ok)
+
     def _follow_of(self, rule: int) -> np.ndarray:
         if self._follow is None:
             self._follow = compute_follow(self._g)
@@ -255,6 +291,9 @@ class MaskCache:
 
 
 _NO_BYTES = np.zeros(256, dtype=bool)
+_MEMO_TABLE0 = 256
+_MEMO_POOL0 = 1 << 14
+_MEMO_POOL_MAX = 1 << 22  # words (16 MiB)
 
 
 def _new_scratch():

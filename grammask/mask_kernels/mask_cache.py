@@ -118,7 +118,8 @@ def _dead_prefix(i, j, u, unc_out, n_unc):
 
 @nb.njit(cache=True, nogil=True)
 def build_cache(g, root, items, sets, htab, meta, tok_bytes, tok_ptr, sorted_ids, lcp, skip,
-                follow, acc_bits, unc_out, max_depth, long_unc):
+                follow, acc_bits, unc_out, max_depth, long_unc, memo_tab, memo_pool, memo_meta,
+                memo_ok):
     """The cache entry of ``root``: one walk over the vocabulary trie.
 
     While the walk stays on states without rule calls it steps the DFA directly (one table
@@ -126,12 +127,126 @@ def build_cache(g, root, items, sets, htab, meta, tok_bytes, tok_ptr, sorted_ids
     sub-parse rooted there, until the walk climbs back above that node. Fills ``acc_bits``
     (cleared first) and ``unc_out`` (sorted trie positions); returns the uncertain count, or
     FULL when the scratch parser buffers are too small. Tokens longer than ``long_unc`` bytes
-    (when positive) are all left uncertain.
+    (when positive) are all left uncertain. Subtrees entered in a state of ``memo_ok`` are
+    taken from, or added to, the subtree memo (see "subtree memo").
     """
     acc_bits[:] = 0
     return walk_range(g, root, 0, sorted_ids.shape[0], 0, False, items, sets, htab, meta,
                       tok_bytes, tok_ptr, sorted_ids, lcp, skip, follow, acc_bits, unc_out, 0,
-                      max_depth, long_unc)
+                      max_depth, long_unc, memo_tab, memo_pool, memo_meta, memo_ok)
+
+
+# --------------------------------------------------------------------------- subtree memo
+#
+# The walks of different states of one automaton often enter the same state at the same trie
+# node: every key-prefix state of an object whose other keys are free strings enters the
+# string's character loop at each first byte that continues no key, the states after ``,``
+# and ``:`` enter the whitespace loop at the tokens that start with a space. Below that node
+# the walk depends only on the state entered (stepping its rule's DFA, uncertainty judged by
+# the same rule's follow set), so its result - the accepted tokens of the subtree, as a
+# bitset over its trie positions, and its uncertain positions - is kept in a memo keyed by
+# (state, first position, depth) and copied by the next walk that arrives there, instead of
+# walking the subtree's nodes again (a copy is about one operation per accepted token, a
+# walk several per trie node). Only subtrees entered in a state on a cycle of its automaton
+# (loops: the states that many walks share) with nothing uncertain above them, and of at
+# least MEMO_MIN tokens, are kept.
+#
+#   memo_tab  int64[cap, 4]: state (-1: empty), first position, depth, offset in memo_pool
+#   memo_pool int32[...]   : per entry: end position, uncertain count, bitset words, positions
+#   memo_meta int64[2]     : entries, pool words used
+
+MEMO_MIN = 32
+MEMO_T_STATE, MEMO_T_POS, MEMO_T_DEPTH, MEMO_T_OFF = 0, 1, 2, 3
+MEMO_ENTRIES, MEMO_USED = 0, 1
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _memo_slot(memo_tab, t, i, d):
+    """The slot of key (t, i, d) in the memo table, or of the empty slot where it would go;
+    -1 when the table is full."""
+    cap = memo_tab.shape[0]
+    h = ((t * 0x9E3779B1) ^ (i * 0x85EBCA77) ^ (d * 0xC2B2AE3D)) & (cap - 1)
+    for _ in range(cap):
+        if memo_tab[h, MEMO_T_STATE] < 0 or (memo_tab[h, MEMO_T_STATE] == t
+                                             and memo_tab[h, MEMO_T_POS] == i
+                                             and memo_tab[h, MEMO_T_DEPTH] == d):
+            return h
+        h = (h + 1) & (cap - 1)
+    return -1
+
+
+@nb.njit(cache=True, nogil=True)
+def _memo_apply(memo_pool, off, i, sorted_ids, acc_bits, unc_out, n_unc):
+    """Adds a memo entry's accepted tokens and uncertain positions (the subtree starting at
+    position ``i``); returns the new uncertain count."""
+    j = memo_pool[off]
+    nu = memo_pool[off + 1]
+    w0 = off + 2
+    for w in range((j - i + 31) >> 5):
+        word = memo_pool[w0 + w]
+        if word == 0:
+            continue
+        base = i + (w << 5)
+        for k in range(min(32, j - base)):
+            if (word >> k) & 1:
+                _set_bit(acc_bits, sorted_ids[base + k])
+    u0 = w0 + ((j - i + 31) >> 5)
+    for q in range(nu):
+        unc_out[n_unc] = memo_pool[u0 + q]
+        n_unc += 1
+    return n_unc
+
+
+@nb.njit(cache=True, nogil=True)
+def _memo_store(memo_tab, memo_pool, memo_meta, t, i, d, j, sorted_ids, acc_bits, unc_out,
+                u_from, u_to):
+    """Keeps the walk of the subtree ``i <= pos < j`` entered in state ``t`` at depth ``d``
+    (its accepted bits are in ``acc_bits``, its uncertain positions ``unc_out[u_from:u_to]``).
+    Does nothing when the table or the pool is full (the caller grows them after the build)."""
+    if 2 * (memo_meta[MEMO_ENTRIES] + 1) > memo_tab.shape[0]:
+        return
+    n_words = (j - i + 31) >> 5
+    nu = u_to - u_from
+    off = memo_meta[MEMO_USED]
+    if off + 2 + n_words + nu > memo_pool.shape[0]:
+        return
+    h = _memo_slot(memo_tab, t, i, d)
+    if h < 0 or memo_tab[h, MEMO_T_STATE] >= 0:
+        return
+    memo_pool[off] = j
+    memo_pool[off + 1] = nu
+    w0 = off + 2
+    memo_pool[w0:w0 + n_words] = 0
+    for q in range(i, j):
+        if _get_bit(acc_bits, sorted_ids[q]):
+            memo_pool[w0 + ((q - i) >> 5)] |= np.int32(1) << np.int32((q - i) & 31)
+    u0 = w0 + n_words
+    for q in range(nu):
+        memo_pool[u0 + q] = unc_out[u_from + q]
+    memo_meta[MEMO_USED] = off + 2 + n_words + nu
+    memo_tab[h, MEMO_T_POS] = i
+    memo_tab[h, MEMO_T_DEPTH] = d
+    memo_tab[h, MEMO_T_OFF] = off
+    memo_tab[h, MEMO_T_STATE] = t
+    memo_meta[MEMO_ENTRIES] += 1
+
+
+@nb.njit(cache=True, nogil=True)
+def memo_rehash(old_tab, new_tab):
+    """The entries of ``old_tab`` placed in the larger, empty ``new_tab``; returns it."""
+    for h in range(old_tab.shape[0]):
+        t = old_tab[h, MEMO_T_STATE]
+        if t >= 0:
+            k = _memo_slot(new_tab, t, old_tab[h, MEMO_T_POS], old_tab[h, MEMO_T_DEPTH])
+            new_tab[k, :] = old_tab[h, :]
+    return new_tab
+
+
+@nb.njit(cache=True, nogil=True)
+def no_memo():
+    """Memo arguments that turn the subtree memo off."""
+    return (np.full((0, 4), -1, dtype=np.int64), np.zeros(0, dtype=np.int32),
+            np.zeros(2, dtype=np.int64), np.zeros(0, dtype=np.bool_))
 
 
 RUN_MAX = 8  # items a DFA run inside an Earley sub-parse may carry
@@ -204,7 +319,8 @@ def _materialize(g, run_s, run_o, n, d, items, sets, htab, meta):
 
 @nb.njit(cache=True, nogil=True)
 def walk_range(g, state0, i0, i1, depth0, u0, items, sets, htab, meta, tok_bytes, tok_ptr,
-               sorted_ids, lcp, skip, follow, acc_bits, unc_out, n_unc, max_depth, long_unc):
+               sorted_ids, lcp, skip, follow, acc_bits, unc_out, n_unc, max_depth, long_unc,
+               memo_tab, memo_pool, memo_meta, memo_ok):
     """Classifies sorted tokens ``i0 <= i < i1``, which share their first ``depth0`` bytes,
     from ``state0`` reached after those bytes (``u0``: whether the root rule could already
     have been left on the way, making them uncertain). Sets accepted bits, appends uncertain
@@ -231,8 +347,15 @@ def walk_range(g, state0, i0, i1, depth0, u0, items, sets, htab, meta, tok_bytes
     trans_o = g[H_TRANS]
     sub = -1  # depth where the Earley sub-parse starts; -1: stepping the DFA
     pushed = depth0
+    # the subtree being walked for the memo: key, end position, uncertain count at its start
+    memo_on = long_unc <= 0 and memo_tab.shape[0] > 0
+    rec_t, rec_i, rec_d, rec_end, rec_unc = -1, 0, 0, -1, 0
     i = i0
     while i < i1:
+        if rec_end >= 0 and i >= rec_end:
+            _memo_store(memo_tab, memo_pool, memo_meta, rec_t, rec_i, rec_d, rec_end,
+                        sorted_ids, acc_bits, unc_out, rec_unc, n_unc)
+            rec_end = -1
         common = lcp[i] if i > i0 else depth0
         if common < depth0:
             common = depth0
@@ -279,6 +402,18 @@ def walk_range(g, state0, i0, i1, depth0, u0, items, sets, htab, meta, tok_bytes
                     pushed += 1
                     states[pushed] = t
                     unc[pushed] = u
+                    if memo_on and not u and t != s and t < memo_ok.shape[0] and memo_ok[t]:
+                        j = min(skip[p + pushed - 1], i1)
+                        if j - i >= MEMO_MIN:
+                            h = _memo_slot(memo_tab, t, i, pushed)
+                            if h >= 0 and memo_tab[h, MEMO_T_STATE] >= 0:
+                                n_unc = _memo_apply(memo_pool, memo_tab[h, MEMO_T_OFF], i,
+                                                    sorted_ids, acc_bits, unc_out, n_unc)
+                                i = j
+                                dead = True
+                                break
+                            if rec_end < 0:
+                                rec_t, rec_i, rec_d, rec_end, rec_unc = t, i, pushed, j, n_unc
                     continue
             u = unc[pushed] or (exitp[pushed] and follow[b])
             if run_n[pushed] > 0:
@@ -313,6 +448,9 @@ def walk_range(g, state0, i0, i1, depth0, u0, items, sets, htab, meta, tok_bytes
         if not dead:
             _set_bit(acc_bits, sorted_ids[i])
             i += 1
+    if rec_end >= 0:
+        _memo_store(memo_tab, memo_pool, memo_meta, rec_t, rec_i, rec_d, rec_end, sorted_ids,
+                    acc_bits, unc_out, rec_unc, n_unc)
     return n_unc
 
 
@@ -367,6 +505,8 @@ def build_through(g, s, row_v, skip_bytes, cmeta, pool, universe, items, sets, h
             cand[i] = True
     n_unc = 0
     i = 0
+    # runs are parts of subtrees: what a walk finds below a node is not all of it (no memo)
+    memo_tab, memo_pool, memo_meta, memo_ok = no_memo()
     while i < n:
         if not cand[i]:
             i += 1
@@ -376,7 +516,7 @@ def build_through(g, s, row_v, skip_bytes, cmeta, pool, universe, items, sets, h
             q1 += 1
         n_unc = walk_range(g, s, i, q1, 0, False, items, sets, htab, meta, tok_bytes,
                            tok_ptr, sorted_ids, lcp, skip, follow, acc_bits, unc_out, n_unc,
-                           max_depth, 0)
+                           max_depth, 0, memo_tab, memo_pool, memo_meta, memo_ok)
         if n_unc == FULL:
             return FULL
         i = q1
@@ -609,9 +749,10 @@ def apply_exits(g, order, exits, n_exits, items, sets, htab, meta, tok_bytes, to
         b = tok_bytes[tok_ptr[i0] + d]
         u = exits[e, 4] != 0 or (d > 0 and (state_flags(g, s) & F_ACCEPT) != 0 and follow[b])
         t = step(g, s, g[HEADER + b])
+        memo_tab, memo_pool, memo_meta, memo_ok = no_memo()
         n_unc = walk_range(g, t, i0, i1, d + 1, u, items, sets, htab, meta, tok_bytes,
                            tok_ptr, sorted_ids, lcp, skip, follow, acc_bits, unc_out, n_unc,
-                           max_depth, 0)
+                           max_depth, 0, memo_tab, memo_pool, memo_meta, memo_ok)
         if n_unc == FULL:
             return FULL
     return n_unc

@@ -156,7 +156,7 @@ def test_entries_equal_full_walks(deepseek):  # noqa: F811
         lengths = np.diff(trie.tok_ptr)
         n_unc = MC.build_cache(g, s, items, sets, htab, meta, trie.tok_bytes, trie.tok_ptr,
                                trie.sorted_ids, trie.lcp, trie.skip, follow, want, unc,
-                               int(lengths.max()), 0)
+                               int(lengths.max()), 0, *MC.no_memo())
         assert n_unc >= 0
         np.testing.assert_array_equal(got, want, err_msg=f"accepted set of state {s}")
         assert got_unc == sorted(set(unc[:n_unc].tolist())), f"uncertain tokens of state {s}"

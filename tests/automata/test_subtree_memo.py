@@ -1,0 +1,93 @@
+"""The subtree memo of the mask cache (walks below a trie node entered in a loop state, kept
+for later walks) changes no entry: masks with it equal masks without it and the uncached full
+walk, on the 129k deepseek vocabulary, for the states that use it most: object keys beside
+free keys (every key prefix enters the string loop), whitespace loops, enums of strings."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+import grammask as gm
+from grammask.automata.mask_cache import MaskCache
+from grammask.mask_kernels import mask_cache as MC
+from grammask.mask_kernels.bitmask import unpack_bitmask
+
+from .test_real_tokenizers import deepseek  # noqa: F401  (fixture)
+
+SCHEMAS = [
+    # named keys and any other key: the key prefixes all enter the free string's loop
+    {"type": "object", "properties": {k: {"type": "boolean"} for k in
+                                      ["bitwise", "curly", "eqeqeq", "esversion", "forin",
+                                       "freeze", "futurehostile", "globals", "latedef"]}},
+    {"type": "object",
+     "properties": {"name": {"type": "string"}, "names": {"type": "array",
+                                                          "items": {"type": "string"}},
+                    "id": {"type": "integer"}},
+     "additionalProperties": {"type": "string", "pattern": "^[a-z ]+$"}},
+    {"enum": ["alpha", "alphabet", "beta", "gamma delta", "\u00e9t\u00e9", "x" * 40]},
+]
+
+
+def _masks(info, hf, compiled, texts, seed, extra_steps, check_uncached):
+    m = gm.GrammarMatcher(compiled)
+    rng = random.Random(seed)
+    bm = gm.allocate_token_bitmask(1, info.vocab_size)
+    out = []
+    for text in texts:
+        m.reset()
+        forced = hf.encode(text, add_special_tokens=False).ids
+        for step in range(len(forced) + extra_steps):
+            m.fill_next_token_bitmask(bm)
+            out.append(bm[0].copy())
+            if check_uncached:
+                row = np.zeros_like(bm[0])
+                m._fill_uncached(row)
+                np.testing.assert_array_equal(bm[0], row, err_msg=f"{text!r} step {step}")
+            allowed = [t for t in np.flatnonzero(unpack_bitmask(bm[0], info.vocab_size))
+                       .tolist() if t not in info.stop_token_ids]
+            if not allowed:
+                break
+            t = (forced[step] if step < len(forced) and forced[step] in allowed
+                 else rng.choice(allowed))
+            assert m.accept_token(t)
+    return out
+
+
+@pytest.mark.parametrize("k", range(len(SCHEMAS)))
+def test_memo_changes_no_mask(deepseek, k, monkeypatch):  # noqa: F811
+    info, hf = deepseek
+    schema = SCHEMAS[k]
+    texts = ['{"curly": true, "forin": false, "other key": true}',
+             '{"names": ["a"], "id": 3, "zzz": "some words", "name": "x"}',
+             '"gamma delta"']
+    compiler = gm.GrammarCompiler(info, cache_enabled=False)
+    with_memo = compiler.compile_json_schema(schema, any_whitespace=True, strict_mode=False)
+    got = _masks(info, hf, with_memo, texts, k, 12, check_uncached=True)
+    memo = with_memo.mask_cache._memo
+    monkeypatch.setattr(MaskCache, "subtree_memo", False)
+    plain = compiler.compile_json_schema(schema, any_whitespace=True, strict_mode=False)
+    want = _masks(info, hf, plain, texts, k, 12, check_uncached=False)
+    assert plain.mask_cache._memo is None
+    assert len(got) == len(want)
+    for step, (a, b) in enumerate(zip(got, want)):
+        np.testing.assert_array_equal(a, b, err_msg=f"step {step}")
+    if k == 0:  # the key states found subtrees kept by earlier walks
+        assert memo is not None and memo[2][MC.MEMO_ENTRIES] > 0
+
+
+def test_memo_grows(deepseek, monkeypatch):  # noqa: F811
+    # a tiny table and pool: stores fail, the build grows them, later builds keep subtrees
+    import grammask.automata.mask_cache as amc
+
+    info, hf = deepseek
+    monkeypatch.setattr(amc, "_MEMO_TABLE0", 4)
+    monkeypatch.setattr(amc, "_MEMO_POOL0", 8)
+    compiler = gm.GrammarCompiler(info, cache_enabled=False)
+    cg = compiler.compile_json_schema(SCHEMAS[0], any_whitespace=True, strict_mode=False)
+    _masks(info, hf, cg, ['{"bitwise": true, "curly": false, "globals": true}'], 0, 0,
+           check_uncached=True)
+    tab, pool, mmeta, _ = cg.mask_cache._memo
+    assert tab.shape[0] > 4 and pool.shape[0] > 8 and mmeta[MC.MEMO_ENTRIES] > 0
