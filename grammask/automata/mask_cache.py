@@ -78,7 +78,8 @@ class MaskCache:
 
     @property
     def memory_size_bytes(self) -> int:
-        memo = 0 if self._memo is None else self._memo[0].nbytes + self._memo[1].nbytes
+        memo = 0 if self._memo is None else sum(
+            self._memo[k].nbytes for k in (MC.MT_TAB, MC.MT_POOL, MC.MT_CLS, MC.MT_CTAB))
         return int(self.cmeta.nbytes + self._used * 4 + memo)
 
     # ------------------------------------------------------------------ building
@@ -151,11 +152,11 @@ class MaskCache:
                 if n_unc != E.FULL and len(exits) and len(unc_in) and n_unc > len(unc_in):
                     self._unc_out[:n_unc].sort()
             else:
-                memo = self._memo_arrays()
                 n_unc = MC.build_cache(g, s, items, sets, htab, meta, trie.tok_bytes,
                                        trie.tok_ptr, trie.sorted_ids, trie.lcp, trie.skip,
                                        follow, self._acc_bits, self._unc_out, self._max_depth,
-                                       long_unc, *memo)
+                                       long_unc, self._memo_arrays(),
+                                       np.empty((len(trie.sorted_ids), 2), dtype=np.int32))
                 self._memo_room()
             if n_unc != E.FULL:
                 break
@@ -257,32 +258,40 @@ class MaskCache:
     # ------------------------------------------------------------------ follow sets
 
     def _memo_arrays(self):
-        """(table, pool, meta, states whose subtrees are kept): loop states of the automata.
-        Arrays that keep nothing when ``subtree_memo`` is off."""
+        """The subtree memo's arrays (see mask_kernels.mask_cache, "subtree memo"), made on
+        first use; arrays that keep nothing when ``subtree_memo`` is off."""
         if not self.subtree_memo:
-            return MC.no_memo()
+            return MC.no_memo()[0]
         if self._memo is None:
             if self._scc is None:
                 self._scc = MC.scc_of_states(self._g)
-            comp, cyclic, _ = self._scc
-            self._memo = (np.full((_MEMO_TABLE0, 4), -1, dtype=np.int64),
-                          np.zeros(_MEMO_POOL0, dtype=np.int32), np.zeros(2, dtype=np.int64),
-                          np.ascontiguousarray(cyclic[comp]))
-        return self._memo
+            comp, cyclic, has_calls = self._scc
+            candidate = cyclic[comp] & ~has_calls[comp]
+            cls = np.where(candidate, -2, -1).astype(np.int32)
+            ccap = 16
+            while ccap < 2 * (int(candidate.sum()) + 1) and ccap < (1 << 16):
+                ccap *= 2
+            self._memo = [np.full((_MEMO_TABLE0, 4), -1, dtype=np.int64),
+                          np.zeros(_MEMO_POOL0, dtype=np.int32), np.zeros(4, dtype=np.int64),
+                          cls, comp, self._canon, np.empty(MC.SCC_MAX, dtype=np.int32),
+                          self._sig, np.empty_like(self._sig),
+                          np.full((ccap, 2), -1, dtype=np.int64)]
+        return tuple(self._memo)
 
     def _memo_room(self) -> None:
-        """Grows the memo after a build that filled half of its table or pool (a full one
-        only stops keeping subtrees), up to _MEMO_POOL_MAX words."""
-        if self._memo is None:
+        """Grows the memo after a build that filled a quarter of its table or half of its
+        pool (a full one only stops keeping subtrees), up to _MEMO_POOL_MAX words."""
+        memo = self._memo
+        if memo is None:
             return
-        tab, pool, mmeta, ok = self._memo
-        if 4 * (int(mmeta[MC.MEMO_ENTRIES]) + 8) > tab.shape[0]:
-            tab = MC.memo_rehash(tab, np.full((tab.shape[0] * 2, 4), -1, dtype=np.int64))
+        tab, pool, mmeta = memo[MC.MT_TAB], memo[MC.MT_POOL], memo[MC.MT_META]
+        if 8 * (int(mmeta[MC.MEMO_ENTRIES]) + 8) > tab.shape[0]:
+            memo[MC.MT_TAB] = MC.memo_rehash(tab, np.full((tab.shape[0] * 2, 4), -1,
+                                                          dtype=np.int64))
         if 2 * int(mmeta[MC.MEMO_USED]) > pool.shape[0] and 2 * pool.shape[0] <= _MEMO_POOL_MAX:
             grown = np.zeros(pool.shape[0] * 2, dtype=np.int32)
             grown[:pool.shape[0]] = pool
-            pool = grown
-        self._memo = (tab, pool, mmeta, ok)
+            memo[MC.MT_POOL] = grown
 
     def _follow_of(self, rule: int) -> np.ndarray:
         if self._follow is None:

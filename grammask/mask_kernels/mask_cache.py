@@ -118,8 +118,7 @@ def _dead_prefix(i, j, u, unc_out, n_unc):
 
 @nb.njit(cache=True, nogil=True)
 def build_cache(g, root, items, sets, htab, meta, tok_bytes, tok_ptr, sorted_ids, lcp, skip,
-                follow, acc_bits, unc_out, max_depth, long_unc, memo_tab, memo_pool, memo_meta,
-                memo_ok):
+                follow, acc_bits, unc_out, max_depth, long_unc, memo, rex):
     """The cache entry of ``root``: one walk over the vocabulary trie.
 
     While the walk stays on states without rule calls it steps the DFA directly (one table
@@ -127,126 +126,240 @@ def build_cache(g, root, items, sets, htab, meta, tok_bytes, tok_ptr, sorted_ids
     sub-parse rooted there, until the walk climbs back above that node. Fills ``acc_bits``
     (cleared first) and ``unc_out`` (sorted trie positions); returns the uncertain count, or
     FULL when the scratch parser buffers are too small. Tokens longer than ``long_unc`` bytes
-    (when positive) are all left uncertain. Subtrees entered in a state of ``memo_ok`` are
-    taken from, or added to, the subtree memo (see "subtree memo").
+    (when positive) are all left uncertain. Walks inside loops are taken from, or added to,
+    the subtree memo ``memo`` (see "subtree memo"; ``rex``: int32[n_tokens, 2] scratch).
     """
     acc_bits[:] = 0
     return walk_range(g, root, 0, sorted_ids.shape[0], 0, False, items, sets, htab, meta,
                       tok_bytes, tok_ptr, sorted_ids, lcp, skip, follow, acc_bits, unc_out, 0,
-                      max_depth, long_unc, memo_tab, memo_pool, memo_meta, memo_ok)
+                      max_depth, long_unc, memo, rex)
 
 
 # --------------------------------------------------------------------------- subtree memo
 #
-# The walks of different states of one automaton often enter the same state at the same trie
-# node: every key-prefix state of an object whose other keys are free strings enters the
-# string's character loop at each first byte that continues no key, the states after ``,``
-# and ``:`` enter the whitespace loop at the tokens that start with a space. Below that node
-# the walk depends only on the state entered (stepping its rule's DFA, uncertainty judged by
-# the same rule's follow set), so its result - the accepted tokens of the subtree, as a
-# bitset over its trie positions, and its uncertain positions - is kept in a memo keyed by
-# (state, first position, depth) and copied by the next walk that arrives there, instead of
-# walking the subtree's nodes again (a copy is about one operation per accepted token, a
-# walk several per trie node). Only subtrees entered in a state on a cycle of its automaton
-# (loops: the states that many walks share) with nothing uncertain above them, and of at
-# least MEMO_MIN tokens, are kept.
+# The walks of different states often enter the same loop at the same trie node: every
+# key-prefix state of an object whose other keys are free strings enters the string's
+# character loop at each first byte that continues no key, and so do the key states of every
+# other object of the schema (each with its own copy of the loop). Below that node, the part
+# of the walk that stays inside the loop's component depends only on the component's shape
+# seen from the state entered, so it is kept in a memo keyed by (shape, first position, depth):
+# the tokens of the subtree that end inside the component (a bitset over its trie positions)
+# and the ranges of tokens that leave it (walked again by each walk, from its own states:
+# what follows the loop differs). A later walk that enters a loop of the same shape at the
+# same node copies the bits and walks only the leaving ranges, instead of every node of the
+# subtree. Only components without rule calls or accepting states (whose walk then depends
+# on nothing outside them), entered from a state outside any such loop with nothing
+# uncertain above, and subtrees of at least MEMO_MIN tokens are kept.
 #
-#   memo_tab  int64[cap, 4]: state (-1: empty), first position, depth, offset in memo_pool
-#   memo_pool int32[...]   : per entry: end position, uncertain count, bitset words, positions
-#   memo_meta int64[2]     : entries, pool words used
+# The shape of a state is its component's canonical signature (scc_signature); states of one
+# shape share a class, named by its first state (memo_class[t]: -2 not computed yet, -1 no
+# class). Classes are found by a hash of the signature, then checked against the class's
+# first state's signature, so two shapes never share entries.
+#
+# The memo tuple (``no_memo()`` for walks that keep nothing):
+#   tab    int64[cap, 4]: class (-1: empty slot), first position, depth, offset in pool
+#   pool   int32[...]   : per entry: end position, leaving ranges, bitset words, range pairs
+#   meta   int64[4]     : entries, pool words used, classes
+#   cls    int32[n_dense]: class of each state (see above)
+#   comp   int32[n_dense]: component of each state (scc_of_states)
+#   canon, order, sig, sig2: scc_signature scratch (canon all -1 between uses)
+#   ctab   int64[ccap, 2]: signature hash, class
+#   rex    int32[n_tokens, 2]: the leaving ranges of the subtree being walked
 
 MEMO_MIN = 32
-MEMO_T_STATE, MEMO_T_POS, MEMO_T_DEPTH, MEMO_T_OFF = 0, 1, 2, 3
-MEMO_ENTRIES, MEMO_USED = 0, 1
+MEMO_T_CLASS, MEMO_T_POS, MEMO_T_DEPTH, MEMO_T_OFF = 0, 1, 2, 3
+MEMO_ENTRIES, MEMO_USED, MEMO_CLASSES = 0, 1, 2
+MT_TAB, MT_POOL, MT_META, MT_CLS, MT_COMP, MT_CANON, MT_ORDER, MT_SIG, MT_SIG2, MT_CTAB = range(10)
+
+
+@nb.njit(cache=True, nogil=True)
+def _sig_hash(sig, n):
+    h = np.int64(-3750763034362895579)
+    for k in range(n):
+        h = (h ^ np.int64(sig[k])) * np.int64(1099511628211)
+    return h
+
+
+@nb.njit(cache=True, nogil=True)
+def _shape_class(g, t, memo):
+    """The class of state ``t`` (see above), computed on first use; -1 for none."""
+    cls = memo[MT_CLS]
+    c = cls[t]
+    if c != -2:
+        return c
+    comp = memo[MT_COMP]
+    canon = memo[MT_CANON]
+    order = memo[MT_ORDER]
+    sig = memo[MT_SIG]
+    n_sig, n_order = scc_signature(g, t, comp, order, canon, sig)
+    accepting = any_accepting(g, order, n_order)
+    for k in range(n_order):
+        canon[order[k]] = -1
+    cls[t] = -1
+    if n_sig < 0 or accepting:
+        return -1
+    h = _sig_hash(sig, n_sig)
+    ctab = memo[MT_CTAB]
+    meta = memo[MT_META]
+    cap = ctab.shape[0]
+    k = h & (cap - 1)
+    for _ in range(cap):
+        r = ctab[k, 1]
+        if r < 0:
+            if 2 * (meta[MEMO_CLASSES] + 1) > cap:
+                return -1
+            ctab[k, 0] = h
+            ctab[k, 1] = t
+            meta[MEMO_CLASSES] += 1
+            cls[t] = t
+            return t
+        if ctab[k, 0] == h:
+            sig2 = memo[MT_SIG2]
+            n2, n_order2 = scc_signature(g, r, comp, order, canon, sig2)
+            for q in range(n_order2):
+                canon[order[q]] = -1
+            if n2 != n_sig:
+                return -1
+            for q in range(n_sig):
+                if sig[q] != sig2[q]:
+                    return -1
+            cls[t] = r
+            return r
+        k = (k + 1) & (cap - 1)
+    return -1
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _memo_slot(memo_tab, t, i, d):
-    """The slot of key (t, i, d) in the memo table, or of the empty slot where it would go;
+def _memo_slot(tab, c, i, d):
+    """The slot of key (c, i, d) in the memo table, or of the empty slot where it would go;
     -1 when the table is full."""
-    cap = memo_tab.shape[0]
-    h = ((t * 0x9E3779B1) ^ (i * 0x85EBCA77) ^ (d * 0xC2B2AE3D)) & (cap - 1)
+    cap = tab.shape[0]
+    h = ((c * 0x9E3779B1) ^ (i * 0x85EBCA77) ^ (d * 0xC2B2AE3D)) & (cap - 1)
     for _ in range(cap):
-        if memo_tab[h, MEMO_T_STATE] < 0 or (memo_tab[h, MEMO_T_STATE] == t
-                                             and memo_tab[h, MEMO_T_POS] == i
-                                             and memo_tab[h, MEMO_T_DEPTH] == d):
+        if tab[h, MEMO_T_CLASS] < 0 or (tab[h, MEMO_T_CLASS] == c and tab[h, MEMO_T_POS] == i
+                                        and tab[h, MEMO_T_DEPTH] == d):
             return h
         h = (h + 1) & (cap - 1)
     return -1
 
 
 @nb.njit(cache=True, nogil=True)
-def _memo_apply(memo_pool, off, i, sorted_ids, acc_bits, unc_out, n_unc):
-    """Adds a memo entry's accepted tokens and uncertain positions (the subtree starting at
-    position ``i``); returns the new uncertain count."""
-    j = memo_pool[off]
-    nu = memo_pool[off + 1]
-    w0 = off + 2
-    for w in range((j - i + 31) >> 5):
-        word = memo_pool[w0 + w]
-        if word == 0:
-            continue
-        base = i + (w << 5)
-        for k in range(min(32, j - base)):
-            if (word >> k) & 1:
-                _set_bit(acc_bits, sorted_ids[base + k])
-    u0 = w0 + ((j - i + 31) >> 5)
-    for q in range(nu):
-        unc_out[n_unc] = memo_pool[u0 + q]
-        n_unc += 1
-    return n_unc
+def _component_walk(g, root, i0, i1, depth0, comp, tok_bytes, tok_ptr, sorted_ids, lcp, skip,
+                    acc_bits, rex, max_depth):
+    """Walks tokens ``i0 <= i < i1`` (sharing ``depth0`` bytes, ``root`` reached after them)
+    inside ``root``'s component (no accepting state, no calls): sets the bits of the tokens
+    that end inside; writes the ranges of tokens that leave it to ``rex`` (tokens dying
+    inside are rejected) and returns their count."""
+    n_dense = g[H_NDENSE]
+    c0 = comp[root]
+    states = np.empty(max_depth + 2, dtype=np.int32)
+    states[depth0] = root
+    n_ex = 0
+    pushed = depth0
+    i = i0
+    while i < i1:
+        common = lcp[i] if i > i0 else depth0
+        if common < depth0:
+            common = depth0
+        if common < pushed:
+            pushed = common
+        p = tok_ptr[i]
+        length = tok_ptr[i + 1] - p
+        dead = False
+        while pushed < length:
+            t = step(g, states[pushed], g[HEADER + tok_bytes[p + pushed]])
+            if t < 0 or t >= n_dense or comp[t] != c0:
+                j = min(skip[p + pushed], i1)
+                if t >= 0:
+                    if n_ex > 0 and rex[n_ex - 1, 1] == i:
+                        rex[n_ex - 1, 1] = j
+                    else:
+                        rex[n_ex, 0] = i
+                        rex[n_ex, 1] = j
+                        n_ex += 1
+                i = j
+                dead = True
+                break
+            pushed += 1
+            states[pushed] = t
+        if not dead:
+            _set_bit(acc_bits, sorted_ids[i])
+            i += 1
+    return n_ex
 
 
 @nb.njit(cache=True, nogil=True)
-def _memo_store(memo_tab, memo_pool, memo_meta, t, i, d, j, sorted_ids, acc_bits, unc_out,
-                u_from, u_to):
-    """Keeps the walk of the subtree ``i <= pos < j`` entered in state ``t`` at depth ``d``
-    (its accepted bits are in ``acc_bits``, its uncertain positions ``unc_out[u_from:u_to]``).
-    Does nothing when the table or the pool is full (the caller grows them after the build)."""
-    if 2 * (memo_meta[MEMO_ENTRIES] + 1) > memo_tab.shape[0]:
-        return
+def _memo_region(g, c, t, i, j, d, memo, tok_bytes, tok_ptr, sorted_ids, lcp, skip, acc_bits,
+                 rex, max_depth):
+    """Sets the bits of the tokens ``i <= pos < j`` that end inside the component of ``t``
+    (entered at depth ``d``, class ``c``), from the memo or by walking them (then kept);
+    writes the ranges of tokens that leave the component to ``rex``; returns their count."""
+    tab = memo[MT_TAB]
+    pool = memo[MT_POOL]
+    meta = memo[MT_META]
     n_words = (j - i + 31) >> 5
-    nu = u_to - u_from
-    off = memo_meta[MEMO_USED]
-    if off + 2 + n_words + nu > memo_pool.shape[0]:
-        return
-    h = _memo_slot(memo_tab, t, i, d)
-    if h < 0 or memo_tab[h, MEMO_T_STATE] >= 0:
-        return
-    memo_pool[off] = j
-    memo_pool[off + 1] = nu
+    h = _memo_slot(tab, c, i, d)
+    if h >= 0 and tab[h, MEMO_T_CLASS] >= 0:
+        off = tab[h, MEMO_T_OFF]
+        n_ex = pool[off + 1]
+        w0 = off + 2
+        for w in range(n_words):
+            word = pool[w0 + w]
+            if word == 0:
+                continue
+            base = i + (w << 5)
+            for k in range(min(32, j - base)):
+                if (word >> k) & 1:
+                    _set_bit(acc_bits, sorted_ids[base + k])
+        e0 = w0 + n_words
+        for q in range(n_ex):
+            rex[q, 0] = pool[e0 + 2 * q]
+            rex[q, 1] = pool[e0 + 2 * q + 1]
+        return n_ex
+    n_ex = _component_walk(g, t, i, j, d, memo[MT_COMP], tok_bytes, tok_ptr, sorted_ids, lcp,
+                           skip, acc_bits, rex, max_depth)
+    off = meta[MEMO_USED]
+    if h < 0 or 4 * (meta[MEMO_ENTRIES] + 1) > tab.shape[0] \
+            or off + 2 + n_words + 2 * n_ex > pool.shape[0]:
+        return n_ex  # no room: grown after the build
+    pool[off] = j
+    pool[off + 1] = n_ex
     w0 = off + 2
-    memo_pool[w0:w0 + n_words] = 0
+    pool[w0:w0 + n_words] = 0
     for q in range(i, j):
         if _get_bit(acc_bits, sorted_ids[q]):
-            memo_pool[w0 + ((q - i) >> 5)] |= np.int32(1) << np.int32((q - i) & 31)
-    u0 = w0 + n_words
-    for q in range(nu):
-        memo_pool[u0 + q] = unc_out[u_from + q]
-    memo_meta[MEMO_USED] = off + 2 + n_words + nu
-    memo_tab[h, MEMO_T_POS] = i
-    memo_tab[h, MEMO_T_DEPTH] = d
-    memo_tab[h, MEMO_T_OFF] = off
-    memo_tab[h, MEMO_T_STATE] = t
-    memo_meta[MEMO_ENTRIES] += 1
+            pool[w0 + ((q - i) >> 5)] |= np.int32(1) << np.int32((q - i) & 31)
+    e0 = w0 + n_words
+    for q in range(n_ex):
+        pool[e0 + 2 * q] = rex[q, 0]
+        pool[e0 + 2 * q + 1] = rex[q, 1]
+    meta[MEMO_USED] = e0 + 2 * n_ex
+    tab[h, MEMO_T_POS] = i
+    tab[h, MEMO_T_DEPTH] = d
+    tab[h, MEMO_T_OFF] = off
+    tab[h, MEMO_T_CLASS] = c
+    meta[MEMO_ENTRIES] += 1
+    return n_ex
 
 
 @nb.njit(cache=True, nogil=True)
 def memo_rehash(old_tab, new_tab):
     """The entries of ``old_tab`` placed in the larger, empty ``new_tab``; returns it."""
     for h in range(old_tab.shape[0]):
-        t = old_tab[h, MEMO_T_STATE]
-        if t >= 0:
-            k = _memo_slot(new_tab, t, old_tab[h, MEMO_T_POS], old_tab[h, MEMO_T_DEPTH])
+        c = old_tab[h, MEMO_T_CLASS]
+        if c >= 0:
+            k = _memo_slot(new_tab, c, old_tab[h, MEMO_T_POS], old_tab[h, MEMO_T_DEPTH])
             new_tab[k, :] = old_tab[h, :]
     return new_tab
 
 
 @nb.njit(cache=True, nogil=True)
 def no_memo():
-    """Memo arguments that turn the subtree memo off."""
-    return (np.full((0, 4), -1, dtype=np.int64), np.zeros(0, dtype=np.int32),
-            np.zeros(2, dtype=np.int64), np.zeros(0, dtype=np.bool_))
+    """Memo arguments that keep nothing (for walks over parts of subtrees)."""
+    e32 = np.zeros(0, dtype=np.int32)
+    return ((np.full((0, 4), -1, dtype=np.int64), e32, np.zeros(4, dtype=np.int64), e32, e32,
+             e32, e32, e32, e32, np.full((0, 2), -1, dtype=np.int64)),
+            np.zeros((0, 2), dtype=np.int32))
 
 
 RUN_MAX = 8  # items a DFA run inside an Earley sub-parse may carry
@@ -320,7 +433,7 @@ def _materialize(g, run_s, run_o, n, d, items, sets, htab, meta):
 @nb.njit(cache=True, nogil=True)
 def walk_range(g, state0, i0, i1, depth0, u0, items, sets, htab, meta, tok_bytes, tok_ptr,
                sorted_ids, lcp, skip, follow, acc_bits, unc_out, n_unc, max_depth, long_unc,
-               memo_tab, memo_pool, memo_meta, memo_ok):
+               memo, rex):
     """Classifies sorted tokens ``i0 <= i < i1``, which share their first ``depth0`` bytes,
     from ``state0`` reached after those bytes (``u0``: whether the root rule could already
     have been left on the way, making them uncertain). Sets accepted bits, appends uncertain
@@ -347,15 +460,30 @@ def walk_range(g, state0, i0, i1, depth0, u0, items, sets, htab, meta, tok_bytes
     trans_o = g[H_TRANS]
     sub = -1  # depth where the Earley sub-parse starts; -1: stepping the DFA
     pushed = depth0
-    # the subtree being walked for the memo: key, end position, uncertain count at its start
-    memo_on = long_unc <= 0 and memo_tab.shape[0] > 0
-    rec_t, rec_i, rec_d, rec_end, rec_unc = -1, 0, 0, -1, 0
+    # a memo region: the subtree below a loop entered at depth reg_d, whose tokens that stay
+    # in the loop are done (memo); only its leaving ranges rex[reg_k:reg_n] are walked
+    memo_on = long_unc <= 0 and memo[MT_TAB].shape[0] > 0
+    cls = memo[MT_CLS]
+    comp = memo[MT_COMP]
+    reg_end, reg_d, reg_k, reg_n = -1, 0, 0, 0
     i = i0
     while i < i1:
-        if rec_end >= 0 and i >= rec_end:
-            _memo_store(memo_tab, memo_pool, memo_meta, rec_t, rec_i, rec_d, rec_end,
-                        sorted_ids, acc_bits, unc_out, rec_unc, n_unc)
-            rec_end = -1
+        if reg_end >= 0:
+            while reg_k < reg_n and rex[reg_k, 1] <= i:
+                reg_k += 1
+            nxt = rex[reg_k, 0] if reg_k < reg_n else reg_end
+            if nxt >= reg_end:
+                if i < reg_end:
+                    i = reg_end
+                reg_end = -1
+                if i >= i1:
+                    break
+            elif i < nxt:
+                i = nxt
+                if pushed > reg_d:
+                    pushed = reg_d
+                if sub > reg_d:
+                    sub = -1
         common = lcp[i] if i > i0 else depth0
         if common < depth0:
             common = depth0
@@ -402,18 +530,18 @@ def walk_range(g, state0, i0, i1, depth0, u0, items, sets, htab, meta, tok_bytes
                     pushed += 1
                     states[pushed] = t
                     unc[pushed] = u
-                    if memo_on and not u and t != s and t < memo_ok.shape[0] and memo_ok[t]:
+                    if memo_on and reg_end < 0 and not u and t < cls.shape[0] \
+                            and cls[t] != -1 and s < cls.shape[0] and comp[s] != comp[t]:
                         j = min(skip[p + pushed - 1], i1)
                         if j - i >= MEMO_MIN:
-                            h = _memo_slot(memo_tab, t, i, pushed)
-                            if h >= 0 and memo_tab[h, MEMO_T_STATE] >= 0:
-                                n_unc = _memo_apply(memo_pool, memo_tab[h, MEMO_T_OFF], i,
-                                                    sorted_ids, acc_bits, unc_out, n_unc)
-                                i = j
-                                dead = True
+                            c = _shape_class(g, t, memo)
+                            if c >= 0:
+                                reg_n = _memo_region(g, c, t, i, j, pushed, memo, tok_bytes,
+                                                     tok_ptr, sorted_ids, lcp, skip, acc_bits,
+                                                     rex, max_depth)
+                                reg_end, reg_d, reg_k = j, pushed, 0
+                                dead = True  # token i: done, or walked again as leaving
                                 break
-                            if rec_end < 0:
-                                rec_t, rec_i, rec_d, rec_end, rec_unc = t, i, pushed, j, n_unc
                     continue
             u = unc[pushed] or (exitp[pushed] and follow[b])
             if run_n[pushed] > 0:
@@ -448,9 +576,6 @@ def walk_range(g, state0, i0, i1, depth0, u0, items, sets, htab, meta, tok_bytes
         if not dead:
             _set_bit(acc_bits, sorted_ids[i])
             i += 1
-    if rec_end >= 0:
-        _memo_store(memo_tab, memo_pool, memo_meta, rec_t, rec_i, rec_d, rec_end, sorted_ids,
-                    acc_bits, unc_out, rec_unc, n_unc)
     return n_unc
 
 
@@ -506,7 +631,7 @@ def build_through(g, s, row_v, skip_bytes, cmeta, pool, universe, items, sets, h
     n_unc = 0
     i = 0
     # runs are parts of subtrees: what a walk finds below a node is not all of it (no memo)
-    memo_tab, memo_pool, memo_meta, memo_ok = no_memo()
+    memo, rex = no_memo()
     while i < n:
         if not cand[i]:
             i += 1
@@ -516,7 +641,7 @@ def build_through(g, s, row_v, skip_bytes, cmeta, pool, universe, items, sets, h
             q1 += 1
         n_unc = walk_range(g, s, i, q1, 0, False, items, sets, htab, meta, tok_bytes,
                            tok_ptr, sorted_ids, lcp, skip, follow, acc_bits, unc_out, n_unc,
-                           max_depth, 0, memo_tab, memo_pool, memo_meta, memo_ok)
+                           max_depth, 0, memo, rex)
         if n_unc == FULL:
             return FULL
         i = q1
@@ -749,10 +874,10 @@ def apply_exits(g, order, exits, n_exits, items, sets, htab, meta, tok_bytes, to
         b = tok_bytes[tok_ptr[i0] + d]
         u = exits[e, 4] != 0 or (d > 0 and (state_flags(g, s) & F_ACCEPT) != 0 and follow[b])
         t = step(g, s, g[HEADER + b])
-        memo_tab, memo_pool, memo_meta, memo_ok = no_memo()
+        memo, rex = no_memo()
         n_unc = walk_range(g, t, i0, i1, d + 1, u, items, sets, htab, meta, tok_bytes,
                            tok_ptr, sorted_ids, lcp, skip, follow, acc_bits, unc_out, n_unc,
-                           max_depth, 0, memo_tab, memo_pool, memo_meta, memo_ok)
+                           max_depth, 0, memo, rex)
         if n_unc == FULL:
             return FULL
     return n_unc

@@ -75,7 +75,7 @@ def test_memo_changes_no_mask(deepseek, k, monkeypatch):  # noqa: F811
     for step, (a, b) in enumerate(zip(got, want)):
         np.testing.assert_array_equal(a, b, err_msg=f"step {step}")
     if k == 0:  # the key states found subtrees kept by earlier walks
-        assert memo is not None and memo[2][MC.MEMO_ENTRIES] > 0
+        assert memo is not None and memo[MC.MT_META][MC.MEMO_ENTRIES] > 0
 
 
 def test_memo_grows(deepseek, monkeypatch):  # noqa: F811
@@ -89,5 +89,6 @@ def test_memo_grows(deepseek, monkeypatch):  # noqa: F811
     cg = compiler.compile_json_schema(SCHEMAS[0], any_whitespace=True, strict_mode=False)
     _masks(info, hf, cg, ['{"bitwise": true, "curly": false, "globals": true}'], 0, 0,
            check_uncached=True)
-    tab, pool, mmeta, _ = cg.mask_cache._memo
-    assert tab.shape[0] > 4 and pool.shape[0] > 8 and mmeta[MC.MEMO_ENTRIES] > 0
+    memo = cg.mask_cache._memo
+    assert memo[MC.MT_TAB].shape[0] > 4 and memo[MC.MT_POOL].shape[0] > 8
+    assert memo[MC.MT_META][MC.MEMO_ENTRIES] > 0
