@@ -30,10 +30,12 @@ from .mask_kernels.bitmask import (
     get_bitmask_shape,
     reset_token_bitmask,
 )
+from .warmup import warmup
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "warmup",
     "BatchGrammarMatcher",
     "batch_fill_next_token_bitmask",
     "LLM",
