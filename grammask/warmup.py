@@ -61,11 +61,13 @@ field ::= [^,\n"]* | "\"" ([^"] | "\"\"")* "\""
 
 _REGEX = r"(?:[a-z]{2,30}@[a-z]+\.(?:com|org)|\d{3}-\d{4}|x{1,200})"
 
-_INSTANCES = ['{"name": "ab", "code": "A1B2", "kind": "kind07", "n": 12, "x": 1.25, '
-              '"tags": ["a", "bb"], "child": {"name": "c", "any": [1, {"q": null}]}, '
-              '"either": [1.5e3], "one": "xy", "free key": "v", "other": {"k": 1}}',
-              '{"name": "' + "n" * 40 + '", "when": "2024-01-02T03:04:05Z", '
-              '"mail": "a@b.co", "kind": null}']
+_INSTANCES = [
+    ('{"name": "ab", "code": "A1B2", "kind": "kind07", "n": 12, "x": 1.25, '
+     '"tags": ["a", "bb"], "flags": ["w", "r"], "child": {"name": "c", "any": [1, {"q": null}]}, '
+     '"either": [1.5e3], "one": "xy", "free key": "v", "other": {"k": 1}}'),
+    ('{"name": "' + "n" * 40 + '", "when": "2024-01-02T03:04:05Z", '
+     '"mail": "a@b.co", "kind": null}'),
+]
 
 
 def _vocabulary():

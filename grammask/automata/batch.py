@@ -21,7 +21,7 @@ import numpy as np
 
 from ..mask_kernels import earley as E
 from ..mask_kernels import matcher_kernels as MK
-from .matcher import GrammarMatcher
+from .matcher import GrammarMatcher, numpy_bitmask
 
 #: A batch of fewer rows is filled on the calling thread alone (a row costs ~1-5 us; waking
 #: a worker costs a few us on the calling thread).
@@ -109,15 +109,7 @@ def _default_threads() -> int:
 
 def _as_bitmask(bitmask) -> np.ndarray:
     """The int32 bitmask as a 2-D numpy array with contiguous rows (a view, never a copy)."""
-    if type(bitmask) is not np.ndarray:
-        if type(bitmask).__module__.startswith("torch"):
-            if bitmask.device.type != "cpu":
-                raise ValueError("the bitmask must be on the CPU")
-            bitmask = bitmask.numpy()
-        else:
-            raise TypeError("the bitmask must be an int32 array (see allocate_token_bitmask)")
-    if bitmask.dtype != np.int32:
-        raise TypeError("the bitmask must be an int32 array (see allocate_token_bitmask)")
+    bitmask = numpy_bitmask(bitmask)
     if bitmask.ndim == 1:
         bitmask = bitmask.reshape(1, -1)
     if bitmask.ndim != 2 or (bitmask.shape[1] > 1 and bitmask.strides[1] != 4):

@@ -327,7 +327,8 @@ def _can_allow_all(trie, stop_ids: np.ndarray) -> bool:
     return bool(np.isin(missing, stop_ids).all())
 
 
-def _bitmask_row(bitmask, index: int, vocab_size: int) -> np.ndarray:
+def numpy_bitmask(bitmask) -> np.ndarray:
+    """An int32 bitmask (numpy, or a CPU torch tensor) as a numpy array sharing its memory."""
     if type(bitmask) is not np.ndarray:
         if type(bitmask).__module__.startswith("torch"):
             if bitmask.device.type != "cpu":
@@ -337,6 +338,11 @@ def _bitmask_row(bitmask, index: int, vocab_size: int) -> np.ndarray:
             raise TypeError("the bitmask must be an int32 array (see allocate_token_bitmask)")
     if bitmask.dtype != np.int32:
         raise TypeError("the bitmask must be an int32 array (see allocate_token_bitmask)")
+    return bitmask
+
+
+def _bitmask_row(bitmask, index: int, vocab_size: int) -> np.ndarray:
+    bitmask = numpy_bitmask(bitmask)
     row = bitmask if bitmask.ndim == 1 else bitmask[index]
     if row.shape[0] < (vocab_size + 31) >> 5 or not row.flags.c_contiguous:
         raise ValueError(
