@@ -27,7 +27,8 @@ _SHARED_MAX = 2048
 class MaskCache:
     """Per-state token masks of one (grammar, vocabulary) pair."""
 
-    #: Keep the walks of subtrees entered in loop states for later walks (off: for tests and
+    #: Walk shortcuts: keep the walks of subtrees entered in loops for later walks, and step
+    #: the DFA through states with calls on bytes their calls cannot take (off: for tests and
     #: comparisons; the entries are the same either way).
     subtree_memo = True
 
@@ -79,7 +80,8 @@ class MaskCache:
     @property
     def memory_size_bytes(self) -> int:
         memo = 0 if self._memo is None else sum(
-            self._memo[k].nbytes for k in (MC.MT_TAB, MC.MT_POOL, MC.MT_CLS, MC.MT_CTAB))
+            self._memo[k].nbytes for k in (MC.MT_TAB, MC.MT_POOL, MC.MT_CLS, MC.MT_CTAB,
+                                           MC.MT_CROW, MC.MT_CFIRST))
         return int(self.cmeta.nbytes + self._used * 4 + memo)
 
     # ------------------------------------------------------------------ building
@@ -271,11 +273,16 @@ class MaskCache:
             ccap = 16
             while ccap < 2 * (int(candidate.sum()) + 1) and ccap < (1 << 16):
                 ccap *= 2
+            g = self._g
+            flags = g[int(g[E.H_FLAGS]):int(g[E.H_FLAGS]) + self._n_dense]
+            calls = (flags & E.F_CALLS) != 0
+            crow = np.where(calls, np.cumsum(calls) - 1, -1).astype(np.int32)
             self._memo = [np.full((_MEMO_TABLE0, 4), -1, dtype=np.int64),
                           np.zeros(_MEMO_POOL0, dtype=np.int32), np.zeros(4, dtype=np.int64),
                           cls, comp, self._canon, np.empty(MC.SCC_MAX, dtype=np.int32),
                           self._sig, np.empty_like(self._sig),
-                          np.full((ccap, 2), -1, dtype=np.int64)]
+                          np.full((ccap, 2), -1, dtype=np.int64), crow,
+                          np.zeros((int(calls.sum()), 9), dtype=np.int32)]
         return tuple(self._memo)
 
     def _memo_room(self) -> None:

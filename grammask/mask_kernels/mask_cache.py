@@ -169,7 +169,46 @@ def build_cache(g, root, items, sets, htab, meta, tok_bytes, tok_ptr, sorted_ids
 MEMO_MIN = 32
 MEMO_T_CLASS, MEMO_T_POS, MEMO_T_DEPTH, MEMO_T_OFF = 0, 1, 2, 3
 MEMO_ENTRIES, MEMO_USED, MEMO_CLASSES = 0, 1, 2
-MT_TAB, MT_POOL, MT_META, MT_CLS, MT_COMP, MT_CANON, MT_ORDER, MT_SIG, MT_SIG2, MT_CTAB = range(10)
+(MT_TAB, MT_POOL, MT_META, MT_CLS, MT_COMP, MT_CANON, MT_ORDER, MT_SIG, MT_SIG2, MT_CTAB, MT_CROW,
+ MT_CFIRST) = range(12)
+
+
+# ------------------------------------------------------------------ plain steps past calls
+#
+# A state that calls rules makes the walk start an Earley sub-parse at its trie node, and
+# every byte below it then costs a parse step. But a byte that no rule called from the state
+# can begin is consumed by the state's own byte edge alone (or by nothing): a DFA step, as if
+# the state had no calls. So each such state gets, on first use, the set of bytes its calls
+# can take (the bytes of the items its Earley closure predicts); other bytes step the DFA.
+# A state with a nullable call (the closure also holds an item of the state's own rule past
+# the call, which may take bytes or end the rule) keeps the sub-parse for every byte.
+#   crow   int32[n_dense]: row of each state with calls in cfirst, else -1
+#   cfirst int32[rows, 9]: the 256-bit set of bytes its calls can take; word 8: 1 once known
+
+
+@nb.njit(cache=True, nogil=True)
+def _call_first(g, s, items, sets, htab, meta, cfirst, r):
+    """Fills row ``r`` of ``cfirst`` for state ``s`` (see above). OK or FULL."""
+    if _start_subparse(g, s, items, sets, htab, meta) == FULL:
+        return FULL
+    k = meta[M_NSETS] - 1
+    for w in range(8):
+        cfirst[r, w] = 0
+    everything = False
+    for m in range(sets[k], sets[k + 1]):
+        x = items[m, 0]
+        if items[m, 1] == 0:
+            if x != s:
+                everything = True
+            continue
+        for b in range(256):
+            if step(g, x, g[HEADER + b]) >= 0:
+                cfirst[r, b >> 5] |= np.int32(1) << np.int32(b & 31)
+    if everything:
+        for w in range(8):
+            cfirst[r, w] = -1
+    cfirst[r, 8] = 1
+    return OK
 
 
 @nb.njit(cache=True, nogil=True)
@@ -358,7 +397,8 @@ def no_memo():
     """Memo arguments that keep nothing (for walks over parts of subtrees)."""
     e32 = np.zeros(0, dtype=np.int32)
     return ((np.full((0, 4), -1, dtype=np.int64), e32, np.zeros(4, dtype=np.int64), e32, e32,
-             e32, e32, e32, e32, np.full((0, 2), -1, dtype=np.int64)),
+             e32, e32, e32, e32, np.full((0, 2), -1, dtype=np.int64), e32,
+             np.zeros((0, 9), dtype=np.int32)),
             np.zeros((0, 2), dtype=np.int32))
 
 
@@ -465,6 +505,8 @@ def walk_range(g, state0, i0, i1, depth0, u0, items, sets, htab, meta, tok_bytes
     memo_on = long_unc <= 0 and memo[MT_TAB].shape[0] > 0
     cls = memo[MT_CLS]
     comp = memo[MT_COMP]
+    crow = memo[MT_CROW]
+    cfirst = memo[MT_CFIRST]
     reg_end, reg_d, reg_k, reg_n = -1, 0, 0, 0
     i = i0
     while i < i1:
@@ -512,13 +554,21 @@ def walk_range(g, state0, i0, i1, depth0, u0, items, sets, htab, meta, tok_bytes
                 else:
                     f = state_flags(g, s)
                     t = step(g, s, g[HEADER + b])
-                if f & F_CALLS:
+                plain = False
+                if f & F_CALLS and s < crow.shape[0] and crow[s] >= 0:
+                    r = crow[s]
+                    if cfirst[r, 8] == 0 and _call_first(g, s, items, sets, htab, meta,
+                                                         cfirst, r) == FULL:
+                        return FULL
+                    plain = ((cfirst[r, b >> 5] >> (b & 31)) & 1) == 0
+                if f & F_CALLS and not plain:
                     if _start_subparse(g, s, items, sets, htab, meta) == FULL:
                         return FULL
                     sub = pushed
                     nsets_at[pushed] = meta[M_NSETS]
                     run_n[pushed] = 0
-                    exitp[pushed] = pushed > 0 and (f & F_ACCEPT) != 0
+                    # the rule may end here through a nullable call, not only when s accepts
+                    exitp[pushed] = pushed > 0 and _exit_possible(g, items, sets, meta)
                 else:
                     u = unc[pushed] or (pushed > 0 and (f & F_ACCEPT) != 0 and follow[b])
                     if t < 0:

@@ -353,3 +353,19 @@ def test_apply_token_bitmask_torch():
         logits = torch.zeros(40, dtype=dtype)
         gm.apply_token_bitmask_inplace(logits, bm[0])
         assert torch.isfinite(logits).nonzero().flatten().tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_rule_ending_through_a_nullable_call_mid_token(seed):
+    # From the state after "(" (which calls a), "+" is a plain step of a's DFA (a cannot
+    # begin with "+") into a state whose only way to the end of a is the nullable call of n:
+    # a token "+)" ends a there, inside the token, and ")" follows a. The cache entry must
+    # leave "+)" uncertain (then allowed), not reject it.
+    grammar = Grammar({"root": seq(ref("a"), lit(")"), opt(ref("root"))),
+                       "a": seq(lit("("), opt(ref("a")), lit("+"), ref("n")),  # not inlined
+                       "n": opt(seq(lit("a"), ref("n"), lit("b")))}, "root")  # a^k b^k
+    compiled = gm.GrammarCompiler(VOCAB).compile_grammar(grammar)
+    m = gm.GrammarMatcher(compiled)
+    assert m.accept_token(tok("("))
+    assert tok("+)") in allowed_set(m, VOCAB)
+    check_walk(grammar, VOCAB, 25, random.Random(seed))
