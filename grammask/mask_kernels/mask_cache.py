@@ -176,14 +176,16 @@ MEMO_ENTRIES, MEMO_USED, MEMO_CLASSES = 0, 1, 2
 # ------------------------------------------------------------------ plain steps past calls
 #
 # A state that calls rules makes the walk start an Earley sub-parse at its trie node, and
-# every byte below it then costs a parse step. But a byte that no rule called from the state
-# can begin is consumed by the state's own byte edge alone (or by nothing): a DFA step, as if
-# the state had no calls. So each such state gets, on first use, the set of bytes its calls
-# can take (the bytes of the items its Earley closure predicts); other bytes step the DFA.
-# A state with a nullable call (the closure also holds an item of the state's own rule past
-# the call, which may take bytes or end the rule) keeps the sub-parse for every byte.
+# every byte below it then costs a parse step. But a byte that no other item of the state's
+# Earley closure can take (the items its calls predict, and the items of its own rule past a
+# nullable call) is consumed by the state's own byte edge alone, or by nothing: a DFA step, as
+# if the state had no calls. So each such state gets, on first use, the set of bytes those
+# items take; other bytes step the DFA. Whether the rule can end at the state (it accepts, or
+# its rule accepts past a nullable call) is kept beside: a byte of the follow set there makes
+# the token uncertain, as the sub-parse would find.
 #   crow   int32[n_dense]: row of each state with calls in cfirst, else -1
-#   cfirst int32[rows, 9]: the 256-bit set of bytes its calls can take; word 8: 1 once known
+#   cfirst int32[rows, 9]: the 256-bit set of bytes those items take; word 8: 0 not known
+#                          yet, 1 known, 3 known and the rule can end at the state
 
 
 @nb.njit(cache=True, nogil=True)
@@ -194,20 +196,18 @@ def _call_first(g, s, items, sets, htab, meta, cfirst, r):
     k = meta[M_NSETS] - 1
     for w in range(8):
         cfirst[r, w] = 0
-    everything = False
+    ends = False
     for m in range(sets[k], sets[k + 1]):
         x = items[m, 0]
         if items[m, 1] == 0:
-            if x != s:
-                everything = True
-            continue
+            if state_flags(g, x) & F_ACCEPT:
+                ends = True  # s itself, or its rule past a nullable call
+            if x == s:
+                continue
         for b in range(256):
             if step(g, x, g[HEADER + b]) >= 0:
                 cfirst[r, b >> 5] |= np.int32(1) << np.int32(b & 31)
-    if everything:
-        for w in range(8):
-            cfirst[r, w] = -1
-    cfirst[r, 8] = 1
+    cfirst[r, 8] = 3 if ends else 1
     return OK
 
 
@@ -555,12 +555,14 @@ def walk_range(g, state0, i0, i1, depth0, u0, items, sets, htab, meta, tok_bytes
                     f = state_flags(g, s)
                     t = step(g, s, g[HEADER + b])
                 plain = False
+                ends = (f & F_ACCEPT) != 0
                 if f & F_CALLS and s < crow.shape[0] and crow[s] >= 0:
                     r = crow[s]
                     if cfirst[r, 8] == 0 and _call_first(g, s, items, sets, htab, meta,
                                                          cfirst, r) == FULL:
                         return FULL
                     plain = ((cfirst[r, b >> 5] >> (b & 31)) & 1) == 0
+                    ends = cfirst[r, 8] == 3
                 if f & F_CALLS and not plain:
                     if _start_subparse(g, s, items, sets, htab, meta) == FULL:
                         return FULL
@@ -570,7 +572,7 @@ def walk_range(g, state0, i0, i1, depth0, u0, items, sets, htab, meta, tok_bytes
                     # the rule may end here through a nullable call, not only when s accepts
                     exitp[pushed] = pushed > 0 and _exit_possible(g, items, sets, meta)
                 else:
-                    u = unc[pushed] or (pushed > 0 and (f & F_ACCEPT) != 0 and follow[b])
+                    u = unc[pushed] or (pushed > 0 and ends and follow[b])
                     if t < 0:
                         j = min(skip[p + pushed], i1)
                         n_unc = _dead_prefix(i, j, u, unc_out, n_unc)
