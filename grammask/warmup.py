@@ -10,11 +10,12 @@ vocabulary that between them take every path of the compiler, the mask cache and
 
 from __future__ import annotations
 
-import os
 import random
 import time
 
 import numpy as np
+
+from .mask_kernels.bitmask import unpack_bitmask
 
 #: The JSON Schema the warm-up compiles: bounded and free strings (counter blocks, entries
 #: built through a call), keys beside free keys (the subtree memo), a big enum (DFA
@@ -88,7 +89,8 @@ def _vocabulary():
     return TokenizerInfo(tokens, vocab_type=VocabType.RAW, stop_token_ids=[0])
 
 
-def _walk(matcher, bitmask, rng: random.Random, text: str | None, steps: int) -> None:
+def _walk(matcher, bitmask, vocab_size: int, rng: random.Random, text: str | None,
+          steps: int) -> None:
     """Follows ``text`` (when given), then random allowed tokens; rolls back and jumps forward
     on the way."""
     if text is not None:
@@ -100,8 +102,7 @@ def _walk(matcher, bitmask, rng: random.Random, text: str | None, steps: int) ->
     for _ in range(steps):
         matcher.fill_next_token_bitmask(bitmask)
         matcher.find_jump_forward_string()
-        bits = np.unpackbits(bitmask[0].view(np.uint8), bitorder="little")
-        allowed = np.flatnonzero(bits[:matcher._vocab_size]).tolist()
+        allowed = np.flatnonzero(unpack_bitmask(bitmask[0], vocab_size)).tolist()
         if not allowed or matcher.is_terminated():
             break
         if not matcher.accept_token(rng.choice(allowed)):
@@ -112,9 +113,8 @@ def warmup(*, batch: bool = True) -> float:
     """Loads the machine code of every kernel that compiling grammars and filling masks can
     run (compiling them the first time the package runs on a machine), so that no request
     pays for it later. ``batch``: also start the worker threads of batch fills (one pool for
-    the default thread count). Returns the seconds it took. Safe to call again (then fast)."""
-    from . import automata  # noqa: F401  (the package's kernels are registered on import)
-    from .automata.batch import BatchGrammarMatcher
+    the default thread count, when there are several CPUs). Returns the seconds it took. Safe to call again (then fast)."""
+    from .automata.batch import MIN_ROWS_PARALLEL, BatchGrammarMatcher
     from .automata.compiler import GrammarCompiler
     from .automata.matcher import GrammarMatcher
     from .mask_kernels import mask_cache as MC
@@ -131,20 +131,25 @@ def warmup(*, batch: bool = True) -> float:
                  (compiler.compile_grammar(_GBNF), ['a,"b""c",d\n']),
                  (compiler.compile_regex(_REGEX), ["xx"]),
                  (compiler.compile_builtin_json_grammar(), ['{"a": [1, "b"]}'])]
+    n = info.vocab_size
     matchers = []
     for compiled, texts in grammars:
         for k, text in enumerate(texts + [None, None]):
             m = GrammarMatcher(compiled)
-            _walk(m, bitmask, rng, text, 24 if text is None else 6)
+            _walk(m, bitmask, n, rng, text, 24 if text is None else 6)
             m.reset()
-            _walk(m, bitmask, rng, None, 4 + k)
+            _walk(m, bitmask, n, rng, None, 4 + k)
             matchers.append(m)
     apply_token_bitmask_inplace(np.zeros((1, info.vocab_size), dtype=np.float32), bitmask)
     # the memo's table grows in big schemas only
     MC.memo_rehash(np.full((4, 4), -1, dtype=np.int64), np.full((8, 4), -1, dtype=np.int64))
     if batch:
-        threads = max(1, min(8, os.cpu_count() or 1))
-        rows = allocate_token_bitmask(len(matchers), info.vocab_size)
-        for t in sorted({1, threads}):
+        # enough rows for the worker pool (one matcher per row: a row's matcher is not shared)
+        while len(matchers) < MIN_ROWS_PARALLEL:
+            m = GrammarMatcher(grammars[len(matchers) % len(grammars)][0])
+            _walk(m, bitmask, n, rng, None, len(matchers) % 5)
+            matchers.append(m)
+        rows = allocate_token_bitmask(len(matchers), n)
+        for t in sorted({1, BatchGrammarMatcher().max_threads}):
             BatchGrammarMatcher(t).batch_fill_next_token_bitmask(matchers, rows)
     return time.perf_counter() - t0

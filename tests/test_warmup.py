@@ -13,6 +13,7 @@ SCRIPT = r'''
 import json, random, sys
 import numpy as np
 import grammask as gm
+from grammask.mask_kernels.bitmask import unpack_bitmask
 from numba.core.registry import CPUDispatcher
 
 seconds = gm.warmup()
@@ -50,19 +51,19 @@ grammars = [
     compiler.compile_regex(r"[0-9]{2,5}(\.[0-9]+)?"),
 ]
 rng = random.Random(1)
-bitmask = gm.allocate_token_bitmask(4, info.vocab_size)
+bitmask = gm.allocate_token_bitmask(1, info.vocab_size)
 matchers = []
-for g in grammars:
-    m = gm.GrammarMatcher(g)
-    for _ in range(40):
+for k in range(40):  # a batch big enough for the fill pool
+    m = gm.GrammarMatcher(grammars[k % len(grammars)])
+    for _ in range(40 if k < len(grammars) else k % 7):
         m.fill_next_token_bitmask(bitmask)
-        bits = np.unpackbits(bitmask[0].view(np.uint8), bitorder="little")[:info.vocab_size]
-        allowed = np.flatnonzero(bits).tolist()
+        allowed = np.flatnonzero(unpack_bitmask(bitmask[0], info.vocab_size)).tolist()
         if not allowed or m.is_terminated():
             break
         assert m.accept_token(rng.choice(allowed))
     matchers.append(m)
-gm.BatchGrammarMatcher().batch_fill_next_token_bitmask(matchers, bitmask)
+rows = gm.allocate_token_bitmask(len(matchers), info.vocab_size)
+gm.BatchGrammarMatcher().batch_fill_next_token_bitmask(matchers, rows)  # as warmup()
 after = loaded()
 print(json.dumps(sorted(k for k, n in after.items() if n != before.get(k, 0))))
 '''
