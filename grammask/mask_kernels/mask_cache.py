@@ -148,8 +148,8 @@ def build_cache(g, root, items, sets, htab, meta, tok_bytes, tok_ptr, sorted_ids
 # what follows the loop differs). A later walk that enters a loop of the same shape at the
 # same node copies the bits and walks only the leaving ranges, instead of every node of the
 # subtree. Only components without rule calls or accepting states (whose walk then depends
-# on nothing outside them), entered from a state outside any such loop with nothing
-# uncertain above, and subtrees of at least MEMO_MIN tokens are kept.
+# on nothing outside them), entered by the root rule's DFA from a state of another component
+# with nothing uncertain above, and subtrees of at least MEMO_MIN tokens are kept.
 #
 # The shape of a state is its component's canonical signature (scc_signature); states of one
 # shape share a class, named by its first state (memo_class[t]: -2 not computed yet, -1 no
@@ -918,6 +918,7 @@ def apply_exits(g, order, exits, n_exits, items, sets, htab, meta, tok_bytes, to
     """Walks the exit ranges of a shared component walk from this state's own states (``order``
     maps canonical numbers to them). Adds to ``acc_bits``/``unc_out``; returns the uncertain
     count or FULL."""
+    memo, rex = no_memo()  # exit ranges are parts of subtrees
     for e in range(n_exits):
         i0 = exits[e, 0]
         i1 = exits[e, 1]
@@ -926,7 +927,6 @@ def apply_exits(g, order, exits, n_exits, items, sets, htab, meta, tok_bytes, to
         b = tok_bytes[tok_ptr[i0] + d]
         u = exits[e, 4] != 0 or (d > 0 and (state_flags(g, s) & F_ACCEPT) != 0 and follow[b])
         t = step(g, s, g[HEADER + b])
-        memo, rex = no_memo()
         n_unc = walk_range(g, t, i0, i1, d + 1, u, items, sets, htab, meta, tok_bytes,
                            tok_ptr, sorted_ids, lcp, skip, follow, acc_bits, unc_out, n_unc,
                            max_depth, 0, memo, rex)

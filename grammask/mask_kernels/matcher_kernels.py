@@ -241,20 +241,28 @@ _ptr_i64 = _pointer_intrinsic(types.int64)
 _ptr_u8 = _pointer_intrinsic(types.uint8)
 
 
+def _element_pointer(context, builder, signature, args):
+    arrty = signature.args[0]
+    arr = context.make_array(arrty)(context, builder, args[0])
+    return cgutils.get_item_pointer(context, builder, arrty, arr, [args[1]])
+
+
+def _i64_array(array, index):
+    return (isinstance(array, types.Array) and array.dtype == types.int64
+            and isinstance(index, types.Integer))
+
+
 @intrinsic
 def _fetch_add(typingctx, array, index, value):
     """``array[index] += value`` as one atomic operation; returns the value before."""
-    if not (isinstance(array, types.Array) and array.dtype == types.int64
-            and isinstance(index, types.Integer) and isinstance(value, types.Integer)):
+    if not (_i64_array(array, index) and isinstance(value, types.Integer)):
         return None
     sig = types.int64(array, index, value)
 
     def codegen(context, builder, signature, args):
-        arrty = signature.args[0]
-        arr = context.make_array(arrty)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, arrty, arr, [args[1]])
         v = context.cast(builder, args[2], signature.args[2], types.int64)
-        return builder.atomic_rmw("add", ptr, v, "seq_cst")
+        return builder.atomic_rmw("add", _element_pointer(context, builder, signature, args), v,
+                                  "seq_cst")
 
     return sig, codegen
 
@@ -319,20 +327,9 @@ P_STRIDE = 8
 P_CLAIM, P_DONE, P_SLEEPING, P_STOP, P_SEQ, P_JOB = (k * P_STRIDE for k in range(6))
 P_TABLE, P_ROWS, P_STATUS, P_BM, P_BM_STRIDE, P_BM_WORDS, P_N = (P_JOB + k for k in range(7))
 P_SIZE = P_JOB + P_STRIDE
-POOL_MAX_ROWS = (1 << 20) - 1
 _ROW_BITS = 20
 _ROW_MASK = (1 << _ROW_BITS) - 1
-
-
-def _element_pointer(context, builder, signature, args):
-    arrty = signature.args[0]
-    arr = context.make_array(arrty)(context, builder, args[0])
-    return cgutils.get_item_pointer(context, builder, arrty, arr, [args[1]])
-
-
-def _i64_array(array, index):
-    return (isinstance(array, types.Array) and array.dtype == types.int64
-            and isinstance(index, types.Integer))
+POOL_MAX_ROWS = _ROW_MASK  # rows of one job: lo and hi fit the claim word
 
 
 @intrinsic
