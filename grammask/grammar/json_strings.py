@@ -159,7 +159,7 @@ def encode_automaton(a: Automaton) -> Automaton:
     cached trie shape per pattern of targets). Results are kept by value (patterns and formats
     recur across schemas).
     """
-    key = (a.start, a.edges, a.accepting)
+    key = (a.start, a.edges, a.accepting, a.label)  # the label names it in reprs
     with _encoded_lock:
         hit = _encoded.get(key)
     if hit is not None:
