@@ -45,10 +45,15 @@ from .earley import (
     FULL,
     H_BLOCKS,
     H_CALL_PTR,
+    H_CALL_DST,
     H_CALL_RULE,
     H_FLAGS,
+    H_NCALLS,
     H_NCLASSES,
     H_NDENSE,
+    H_NRULES,
+    H_NULLABLE,
+    H_RULE_OF,
     H_RULE_START,
     H_TRANS,
     HEADER,
@@ -698,6 +703,107 @@ def build_through(g, s, row_v, skip_bytes, cmeta, pool, universe, items, sets, h
             return FULL
         i = q1
     return n_unc
+
+
+# --------------------------------------------------------------------------- follow sets
+
+
+@nb.njit(cache=True, nogil=True)
+def follow_sets(g):
+    """``follow[r, b]``: whether byte ``b`` can come right after rule ``r`` completes, in some
+    context of the grammar (bool[n_rules, 256]).
+
+    FIRST of a return state (the state a call edge leads to) is its own bytes, the FIRST of
+    the rules it calls, and, past a nullable call, FIRST of that call's return state; it
+    *ends* when it accepts or reaches acceptance through nullable calls only. Then a call of
+    ``r`` from rule ``p`` returning to ``d`` puts FIRST(d) in follow(r), and follow(p) too when
+    ``d`` ends. Both are least fixpoints over 256-bit sets (four words)."""
+    n_dense = g[H_NDENSE]
+    n_classes = g[H_NCLASSES]
+    n_rules = g[H_NRULES]
+    n_calls = g[H_NCALLS]
+    class_bits = np.zeros((n_classes, 4), dtype=np.uint64)
+    for b in range(256):
+        class_bits[g[HEADER + b], b >> 6] |= np.uint64(1) << np.uint64(b & 63)
+    call_ptr = g[H_CALL_PTR]
+    call_rule = g[H_CALL_RULE]
+    call_dst = g[H_CALL_DST]
+    rule_start = g[H_RULE_START]
+    nullable = g[H_NULLABLE]
+    # the states FIRST is needed of: return states and rule starts, numbered by sorting
+    keys = np.empty(n_calls + n_rules, dtype=np.int64)
+    for e in range(n_calls):
+        keys[e] = g[call_dst + e]
+    for r in range(n_rules):
+        keys[n_calls + r] = g[rule_start + r]
+    keys = np.unique(keys)
+    n_keys = keys.shape[0]
+    first = np.zeros((n_keys, 4), dtype=np.uint64)
+    ends = np.zeros(n_keys, dtype=np.bool_)
+    for i in range(n_keys):
+        q = keys[i]
+        ends[i] = (state_flags(g, q) & F_ACCEPT) != 0
+        if q >= n_dense or (state_flags(g, q) & F_BYTES) != 0:
+            for c in range(n_classes):
+                if step(g, q, c) >= 0:
+                    for w in range(4):
+                        first[i, w] |= class_bits[c, w]
+    # the call edges of those states, as (key of the callee's start, key of the return state,
+    # nullable callee)
+    e_start = np.empty(n_calls, dtype=np.int64)
+    e_ret = np.empty(n_calls, dtype=np.int64)
+    for e in range(n_calls):
+        e_start[e] = np.searchsorted(keys, g[rule_start + g[call_rule + e]])
+        e_ret[e] = np.searchsorted(keys, g[call_dst + e])
+    changed = True
+    while changed:
+        changed = False
+        for i in range(n_keys):
+            q = keys[i]
+            if q >= n_dense:
+                continue
+            for e in range(g[call_ptr + q], g[call_ptr + q + 1]):
+                a = e_start[e]
+                for w in range(4):
+                    x = first[i, w] | first[a, w]
+                    if x != first[i, w]:
+                        first[i, w] = x
+                        changed = True
+                if g[nullable + g[call_rule + e]] != 0:
+                    d = e_ret[e]
+                    for w in range(4):
+                        x = first[i, w] | first[d, w]
+                        if x != first[i, w]:
+                            first[i, w] = x
+                            changed = True
+                    if ends[d] and not ends[i]:
+                        ends[i] = True
+                        changed = True
+    follow = np.zeros((n_rules, 4), dtype=np.uint64)
+    rule_of = g[H_RULE_OF]
+    flags = g[H_FLAGS]
+    changed = True
+    while changed:
+        changed = False
+        for q in range(n_dense):
+            if (g[flags + q] & F_CALLS) == 0:
+                continue
+            p = g[rule_of + q]
+            for e in range(g[call_ptr + q], g[call_ptr + q + 1]):
+                r = g[call_rule + e]
+                d = e_ret[e]
+                for w in range(4):
+                    x = follow[r, w] | first[d, w]
+                    if ends[d]:
+                        x |= follow[p, w]
+                    if x != follow[r, w]:
+                        follow[r, w] = x
+                        changed = True
+    out = np.zeros((n_rules, 256), dtype=np.bool_)
+    for r in range(n_rules):
+        for b in range(256):
+            out[r, b] = ((follow[r, b >> 6] >> np.uint64(b & 63)) & np.uint64(1)) != 0
+    return out
 
 
 # --------------------------------------------------------------------------- shared SCC walks
