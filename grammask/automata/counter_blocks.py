@@ -20,7 +20,20 @@ import numpy as np
 
 from ..errors import GrammarError
 from ..grammar.fsm import Dfa
-from ..grammar.ir import Alt, Expr, Grammar, Ref, Repeat, Seq, rep
+from ..grammar.ir import (
+    Alt,
+    Automaton,
+    ByteSet,
+    CharSet,
+    Expr,
+    Grammar,
+    Literal,
+    Ref,
+    Repeat,
+    Seq,
+    refs_of,
+    rep,
+)
 from ..mask_kernels.earley import INNER_FINAL
 
 #: Repetitions with a bound at least this large are candidates...
@@ -80,15 +93,18 @@ def extract_counter_blocks(grammar: Grammar) -> tuple[Grammar, dict[str, Counter
     done: dict[int, tuple[Expr, Expr]] = {}  # id(node) -> (node, result): the IR is a DAG
 
     def visit(e: Expr) -> Expr:
+        t = type(e)
+        if t is not Seq and t is not Alt and t is not Repeat:
+            return e  # a leaf or a reference: nothing to rewrite
         hit = done.get(id(e))
         if hit is not None and hit[0] is e:
             return hit[1]
-        out = _visit(e)
+        out = _visit(e, t)
         done[id(e)] = (e, out)
         return out
 
-    def _visit(e: Expr) -> Expr:
-        if isinstance(e, Repeat):
+    def _visit(e: Expr, t) -> Expr:
+        if t is Repeat:
             name = by_node.get(e)
             if name is not None:
                 return Ref(name)
@@ -102,12 +118,15 @@ def extract_counter_blocks(grammar: Grammar) -> tuple[Grammar, dict[str, Counter
                 return Ref(name)
             inner = visit(e.item)
             return e if inner is e.item else Repeat(inner, e.min, e.max)
-        if isinstance(e, (Seq, Alt)):
-            items = tuple(visit(i) for i in e.items)
-            if all(a is b for a, b in zip(items, e.items)):
-                return e
-            return type(e)(items)
-        return e
+        items = e.items
+        new = None
+        for i, item in enumerate(items):
+            v = visit(item)
+            if v is not item:
+                if new is None:
+                    new = list(items)
+                new[i] = v
+        return e if new is None else t(tuple(new))
 
     changed = False
     for name in list(grammar.rules):
@@ -129,9 +148,8 @@ def _as_block(e: Repeat, rules, recursive_cache) -> CounterBlock | None:
         return None
     if _small_size(e.item, rules, MAX_ITEM_SIZE) is None:
         return None  # a large item: not the one-character kind of repetition blocks are for
-    try:
-        dfa = Dfa.from_expr(e.item, rules)
-    except GrammarError:
+    dfa = _item_dfa(e.item, rules)
+    if dfa is None:
         return None  # not regular (a recursive reference), or too large
     if bound * dfa.n_states < MIN_UNROLLED_STATES:
         return None
@@ -143,11 +161,41 @@ def _as_block(e: Repeat, rules, recursive_cache) -> CounterBlock | None:
     return CounterBlock(dfa, e.min, e.max)
 
 
+#: Item DFAs by (item, the rules it refers to), for every grammar of the process: the same
+#: few items (a JSON string character, a whitespace byte) recur in nearly every schema.
+_ITEM_DFAS: dict[tuple, Dfa | None] = {}
+_ITEM_DFAS_MAX = 4096
+
+
+def _item_dfa(item: Expr, rules) -> Dfa | None:
+    """The minimal DFA of ``item`` (references inlined), or None when it is not regular or
+    too large. ``item`` is small (``_small_size`` accepted it), so keying on it and on the
+    bodies of the rules it reaches is cheap."""
+    names: set[str] = set()
+    stack = [item]
+    while stack:
+        for r in refs_of(stack.pop()):
+            if r not in names and r in rules:
+                names.add(r)
+                stack.append(rules[r])
+    key = (item, tuple(sorted((n, rules[n]) for n in names)))
+    try:
+        return _ITEM_DFAS[key]
+    except KeyError:
+        pass
+    try:
+        dfa = Dfa.from_expr(item, rules)
+    except GrammarError:
+        dfa = None
+    if len(_ITEM_DFAS) >= _ITEM_DFAS_MAX:
+        _ITEM_DFAS.clear()
+    _ITEM_DFAS[key] = dfa
+    return dfa
+
+
 def _small_size(e: Expr, rules, limit: int, seen: frozenset = frozenset()) -> int | None:
     """A rough size of ``e`` (references inlined), or None once it exceeds ``limit`` or meets
     a recursive reference."""
-    from ..grammar.ir import Automaton, ByteSet, CharSet, Literal
-
     if isinstance(e, Literal):
         n = len(e.data)
     elif isinstance(e, (ByteSet, CharSet)):

@@ -35,7 +35,7 @@ from ..grammar.ir import (
 from ..mask_kernels.dfa_kernels import derivable, layout_rules
 from ..mask_kernels.earley import F_ACCEPT, F_BYTES, F_CALLS, pack_grammar
 from .counter_blocks import CounterBlock, extract_counter_blocks
-from .dfa_build import GrammarDfas, RuleDfa, dfa_without_calls, rule_dfa, rule_dfa_reference
+from .dfa_build import GrammarDfas, RuleDfa, dfa_without_calls, rule_dfa_reference
 
 #: A rule whose estimated automaton size is at most this is inlined wherever it is used.
 INLINE_SMALL = 256
@@ -77,7 +77,7 @@ def build_rule_automata(grammar: Grammar, *, method: str = "fast") -> RuleAutoma
     keep, uses = _analyse(grammar, set(blocks))
     big_leaves = _small_big_leaves(grammar, keep, set(blocks))
     if big_leaves:
-        keep, uses = _analyse(grammar, set(blocks), big_leaves)
+        keep, uses = _analyse(grammar, set(blocks), set(big_leaves))
 
     index = {name: i for i, name in enumerate(keep)}
 
@@ -86,6 +86,9 @@ def build_rule_automata(grammar: Grammar, *, method: str = "fast") -> RuleAutoma
         return i if i is not None else rules[ref_name]
 
     builder = GrammarDfas(call_symbol, single_use={n for n, k in uses.items() if k <= 1})
+    for name, dfa in big_leaves.items():
+        # built by _small_big_leaves with every reference inlined: what inlining gives here
+        builder.memo[rules[name]] = dfa
     dfas: list[RuleDfa] = []
     for name in keep:
         try:
@@ -125,14 +128,16 @@ def build_rule_automata(grammar: Grammar, *, method: str = "fast") -> RuleAutoma
 # --------------------------------------------------------------------------- rule analysis
 
 
-def _small_big_leaves(grammar: Grammar, keep: list[str], blocks: set[str]) -> set[str]:
+def _small_big_leaves(grammar: Grammar, keep: list[str],
+                      blocks: set[str]) -> dict[str, RuleDfa]:
     """Kept rules that call nothing (once their callees are inlined) whose size estimate was
     too large to inline but whose minimal DFA is small: the estimate counts NFA states, and
     some expressions (a string excluding a list of keys, spelled with every JSON escape) have
-    NFAs a hundred times their DFA."""
+    NFAs a hundred times their DFA. Returns their DFAs (every reference inlined)."""
     kept = set(keep)
     rules = grammar.rules
-    out: set[str] = set()
+    out: dict[str, RuleDfa] = {}
+    builder = GrammarDfas(rules.__getitem__)
     for name in keep[1:]:
         if name in blocks or name == grammar.start:
             continue
@@ -140,11 +145,11 @@ def _small_big_leaves(grammar: Grammar, keep: list[str], blocks: set[str]) -> se
         if _calls_kept(body, rules, kept):
             continue
         try:
-            dfa = rule_dfa(body, rules.__getitem__)
+            dfa = builder.rule_dfa(body)
         except GrammarError:
             continue  # recursive through inlining, or too large
         if dfa.n_states <= INLINE_LEAF_STATES:
-            out.add(name)
+            out[name] = dfa
     return out
 
 

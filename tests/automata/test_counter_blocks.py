@@ -10,7 +10,7 @@ import pytest
 import grammask as gm
 import grammask.automata.counter_blocks as CB
 from grammask.grammar import reference
-from grammask.grammar.ir import Grammar, alt, char_ranges, chars, lit, opt, rep, seq
+from grammask.grammar.ir import Grammar, alt, char_ranges, chars, lit, opt, ref, rep, seq
 from grammask.mask_kernels import earley as E
 
 from .test_matcher import EOS, VOCAB, allowed_set, brute_force
@@ -77,3 +77,21 @@ def test_non_prefix_free_items_stay_unrolled(monkeypatch):
     assert _blocks(compiled)[0] == 0
     m = gm.GrammarMatcher(compiled)
     assert m.accept_string("abaab" * 3) and m.accept_token(EOS)
+
+
+def test_item_dfas_are_shared_by_item_and_by_the_rules_it_reaches():
+    """The item DFA cache keys on the item and the bodies of the rules it refers to: two
+    grammars whose item names a rule ``c`` with different bodies get their own blocks."""
+    def grammar(body):
+        return Grammar({"s": seq(lit("["), rep(ref("c"), 300, 400), lit("]")), "c": body}, "s")
+
+    compiler = gm.GrammarCompiler(VOCAB, cache_enabled=False)
+    first = compiler.compile_grammar(grammar(chars("a")))
+    second = compiler.compile_grammar(grammar(alt(lit("b"), lit("(1"))))
+    assert _blocks(first)[0] == 1 and _blocks(second)[0] == 1
+    m1, m2 = gm.GrammarMatcher(first), gm.GrammarMatcher(second)
+    assert m1.accept_string("[" + "a" * 300)
+    assert not m1.accept_string("b")
+    assert m2.accept_string("[" + "b(1" * 150)
+    assert not m2.accept_string("a")
+    assert m2.accept_string("b" * 100 + "]") and m2.accept_token(EOS)
