@@ -49,6 +49,8 @@ MAX_DFA_STATES = 1_000_000
 
 #: Size of the process-wide cache of DFAs of reference-free expressions.
 FRAGMENT_CACHE_BYTES = 32 << 20
+#: A reference-free alternation of at least this many items is copied in as a fragment.
+ALT_FRAGMENT = 8
 
 CallSymbol = Callable[[str], "int | Expr"]
 
@@ -378,6 +380,7 @@ class _Builder:
         self.call_symbol = grammar.call_symbol
         self.memo = grammar.memo
         self.inlining: list[str] = []
+        self.root: Expr | None = None  # the expression build_dfa was asked for
 
     def build(self, e: Expr, src: int, dst: int) -> None:
         nfa = self.nfa
@@ -402,6 +405,11 @@ class _Builder:
                 self.build(item, cur, nxt)
                 cur = nxt
         elif t is Alt:
+            if len(e.items) >= ALT_FRAGMENT and e is not self.root and not _has_refs(e):
+                # a large reference-free alternation (escape spellings, enum values): one
+                # cached fragment, copied by the kernel, rather than emitted item by item
+                nfa.embed(self.fragment(e), src, dst)
+                return
             for item in e.items:
                 self.build(item, src, dst)
         elif t is Ref:
@@ -459,6 +467,7 @@ class _Builder:
                 self.build(item, a, b)
 
     def build_dfa(self, e: Expr) -> RuleDfa:
+        self.root = e
         self.build(e, 0, 1)
         return self.nfa.minimal_dfa()
 

@@ -87,12 +87,24 @@ def json_char() -> Expr:
 def _encode_charset(ranges) -> Expr:
     plain = subtract_ranges(ranges, SPECIAL_RANGES)
     parts = [CharSet(plain)] if plain else []
-    for lo, hi in intersect_ranges(ranges, SPECIAL_RANGES):
-        for c in range(lo, hi + 1):
-            parts.append(_ESCAPE_LITS[c])
+    escapes = _escapes(intersect_ranges(ranges, SPECIAL_RANGES))
+    if escapes is not None:
+        parts.append(escapes)
     if not parts:
         return NOTHING
     return parts[0] if len(parts) == 1 else Alt(tuple(parts))
+
+
+@functools.lru_cache(maxsize=256)
+def _escapes(ranges) -> Expr | None:
+    """The escape spellings of the special characters in ``ranges``, as one node: a character
+    set that excludes a few characters (the complement at a node of a key trie) has all 34,
+    and the same node for all of them lets the automaton builder treat it as one cached
+    fragment."""
+    lits = [_ESCAPE_LITS[c] for lo, hi in ranges for c in range(lo, hi + 1)]
+    if not lits:
+        return None
+    return lits[0] if len(lits) == 1 else Alt(tuple(lits))
 
 
 def _encode_byteset(ranges) -> Expr:
