@@ -38,7 +38,11 @@ class _FillPool:
     def __init__(self, workers: int) -> None:
         self.ctrl = np.zeros(MK.P_SIZE, dtype=np.int64)
         self.lock = threading.Lock()
-        self._wake = threading.Event()
+        # wake-ups are counted, not flagged: a worker that decided to sleep sleeps only while
+        # the count is what it read before deciding (an Event cleared by one worker could
+        # swallow the wake-up another had not yet waited for)
+        self._wake = threading.Condition()
+        self._wakes = 0
         MK.pool_spin(self.ctrl, 100)
         t0 = time.perf_counter()
         MK.pool_spin(self.ctrl, 20000)
@@ -51,20 +55,29 @@ class _FillPool:
 
     def _serve(self) -> None:
         ctrl = self.ctrl
-        while not MK.pool_serve(ctrl, self._polls):
-            self._wake.wait()
-            self._wake.clear()
+        while True:
+            seen = self._wakes
+            if MK.pool_serve(ctrl, self._polls):
+                return
+            with self._wake:
+                while self._wakes == seen:
+                    self._wake.wait()
             MK.pool_woken(ctrl)
+
+    def _wake_all(self) -> None:
+        with self._wake:
+            self._wakes += 1
+            self._wake.notify_all()
 
     def fill(self, table, rows, bm_addr: int, bm_stride: int, bm_words: int, status) -> int:
         ctrl = self.ctrl
         if ctrl[MK.P_SLEEPING] > 0:
-            self._wake.set()
+            self._wake_all()
         return MK.pool_fill(ctrl, table, rows, bm_addr, bm_stride, bm_words, status)
 
     def stop(self) -> None:
         self.ctrl[MK.P_STOP] = 1
-        self._wake.set()
+        self._wake_all()
         for t in self._threads:
             t.join(timeout=1.0)
 
