@@ -149,6 +149,7 @@ class GrammarDfas:
         self.single_use = single_use
         self.memo: dict[Expr, RuleDfa] = {}  # by value
         self.by_id: dict[int, tuple[Expr, RuleDfa]] = {}  # by identity: no hashing of trees
+        self.ref_free: dict[int, tuple[Expr, bool]] = {}  # alternations without references
 
     def rule_dfa(self, expr: Expr) -> RuleDfa:
         return _Builder(_Nfa(), self).fragment(expr)
@@ -227,7 +228,8 @@ class _Nfa:
     and written out by the kernel.
     """
 
-    __slots__ = ("calls", "copies", "edges", "eps", "frag_index", "frags", "n")
+    __slots__ = ("calls", "copies", "copy_at", "edges", "eps", "frag_index", "frags", "n",
+                 "utf8_at")
 
     def __init__(self):
         self.n = 2
@@ -237,6 +239,8 @@ class _Nfa:
         self.copies: list[int] = []  # fragment, entry, exit, first state...
         self.frags: list[RuleDfa] = []
         self.frag_index: dict[int, int] = {}
+        self.copy_at: dict[tuple[int, int], int] = {}  # (fragment, exit) -> first state
+        self.utf8_at: dict[tuple, int] = {}  # (multi-byte ranges, exit) -> inner state base
 
     def new_states(self, count: int) -> int:
         first = self.n
@@ -249,12 +253,22 @@ class _Nfa:
         return first
 
     def embed(self, d: RuleDfa, src: int, dst: int) -> None:
-        """Adds a copy of ``d`` from ``src`` to ``dst``."""
+        """Adds a copy of ``d`` from ``src`` to ``dst``. A copy already leading to ``dst`` is
+        entered instead: its states belong to it alone, so its start accepts L(d) up to
+        ``dst`` whoever enters it (the escape spellings at every node of a key trie, all
+        followed by the same junction, become one copy, not one each for the subset
+        construction to multiply and the minimization to merge)."""
         f = self.frag_index.get(id(d))
         if f is None:
             f = self.frag_index[id(d)] = len(self.frags)
             self.frags.append(d)
-        self.copies += (f, src, dst, self.new_states(d.n_states))
+        start = self.copy_at.get((f, dst))
+        if start is not None:
+            self.eps += (src, start)
+            return
+        start = self.new_states(d.n_states)
+        self.copy_at[(f, dst)] = start
+        self.copies += (f, src, dst, start)
 
     def minimal_dfa(self) -> RuleDfa:
         frags = self.frags
@@ -381,6 +395,8 @@ class _Builder:
         self.memo = grammar.memo
         self.inlining: list[str] = []
         self.root: Expr | None = None  # the expression build_dfa was asked for
+        # (id(expr), dst) -> (expr, junction): a Seq's last item built from a fresh junction
+        self.tails: dict[tuple[int, int], tuple[Expr, int]] = {}
 
     def build(self, e: Expr, src: int, dst: int) -> None:
         nfa = self.nfa
@@ -398,14 +414,29 @@ class _Builder:
         elif t is Seq:
             items = e.items
             last = len(items) - 1
+            # a last item already built to ``dst`` from a junction of its own (the shared tail
+            # of the alternatives of a key trie's complement): lead into that junction
+            tail = self.tails.get((id(items[last]), dst))
+            if tail is not None and tail[0] is items[last]:
+                last -= 1
+                first = nfa.new_states(last)
+                cur = src
+                for i in range(last + 1):
+                    nxt = tail[1] if i == last else first + i
+                    self.build(items[i], cur, nxt)
+                    cur = nxt
+                return
             first = nfa.new_states(last)
             cur = src
             for i, item in enumerate(items):
                 nxt = dst if i == last else first + i
                 self.build(item, cur, nxt)
                 cur = nxt
+            if type(items[last]) is not Literal:
+                # ``cur`` (fresh) leaves only through the last item's states, to ``dst``
+                self.tails[(id(items[last]), dst)] = (items[last], first + last - 1)
         elif t is Alt:
-            if len(e.items) >= ALT_FRAGMENT and e is not self.root and not _has_refs(e):
+            if len(e.items) >= ALT_FRAGMENT and e is not self.root and self._ref_free(e):
                 # a large reference-free alternation (escape spellings, enum values): one
                 # cached fragment, copied by the kernel, rather than emitted item by item
                 nfa.embed(self.fragment(e), src, dst)
@@ -433,13 +464,37 @@ class _Builder:
 
     def _charset(self, ranges, src: int, dst: int) -> None:
         nfa = self.nfa
-        n_inner, tpl = _utf8_template(ranges)
-        base = nfa.new_states(n_inner) - 2
         out = nfa.edges
+        high = ranges
+        if ranges and ranges[0][0] < 0x80:
+            # one-byte characters: plain edges; the rest goes through the UTF-8 template
+            k = 0
+            while k < len(ranges) and ranges[k][0] < 0x80:
+                lo, hi = ranges[k]
+                out += (src, lo, min(hi, 0x7F), dst)
+                k += 1
+            high = ranges[k:]
+            if ranges[k - 1][1] >= 0x80:
+                high = ((0x80, ranges[k - 1][1]),) + high
+            if not high:
+                return
+        n_inner, tpl = _utf8_template(high)
+        # the inner states (continuation bytes) of a multi-byte set already leading to
+        # ``dst`` are shared: only the lead-byte edges are new (the sets at the nodes of a key
+        # trie differ in their ASCII part only)
+        key = (high, dst)
+        base = nfa.utf8_at.get(key)
+        if base is not None:
+            for i in range(0, len(tpl), 4):
+                if tpl[i] == 0:
+                    b = tpl[i + 3]
+                    out += (src, tpl[i + 1], tpl[i + 2], dst if b == 1 else b + base)
+            return
+        base = nfa.new_states(n_inner) - 2
+        nfa.utf8_at[key] = base
         for i in range(0, len(tpl), 4):
             a, lo, hi, b = tpl[i:i + 4]
-            out += (src if a == 0 else a + base, lo, hi,
-                    dst if b == 1 else (src if b == 0 else b + base))
+            out += (src if a == 0 else a + base, lo, hi, dst if b == 1 else b + base)
 
     def _repeat(self, e: Repeat, src: int, dst: int) -> None:
         nfa = self.nfa
@@ -465,6 +520,14 @@ class _Builder:
         else:
             for a, b in zip(starts, ends):
                 self.build(item, a, b)
+
+    def _ref_free(self, e: Expr) -> bool:
+        known = self.grammar.ref_free.get(id(e))
+        if known is not None and known[0] is e:
+            return known[1]
+        free = not _has_refs(e)
+        self.grammar.ref_free[id(e)] = (e, free)
+        return free
 
     def build_dfa(self, e: Expr) -> RuleDfa:
         self.root = e

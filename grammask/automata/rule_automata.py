@@ -194,33 +194,54 @@ class _Shape:
     coef: dict[str, float]
 
 
-def _shape(e: Expr) -> _Shape:
-    const = 0.0
-    coef: dict[str, float] = {}
-    uses: dict[str, int] = {}
-    stack = [(e, 1.0)]
-    while stack:
-        x, m = stack.pop()
-        t = type(x)
-        if t is Seq or t is Alt:
-            const += m
-            stack.extend((i, m) for i in x.items)
-        elif t is Literal:
-            const += m * len(x.data)
-        elif t is Ref:
-            coef[x.name] = coef.get(x.name, 0.0) + m
-            uses[x.name] = uses.get(x.name, 0) + 1
-        elif t is Repeat:
-            const += m
-            times = x.max if x.max is not None else x.min + 1
-            stack.append((x.item, m * max(times, 1)))
-        elif t is CharSet:
-            const += m * (1 + len(x.ranges))
-        elif t is Automaton:
-            const += m * len(x.edges)
-        else:
-            const += m
-    return _Shape(sorted(uses), uses, const, coef)
+def _shape(e: Expr, memo: dict | None = None) -> _Shape:
+    const, coef, uses = _shape_parts(e, {} if memo is None else memo)
+    return _Shape(sorted(uses), dict(uses), const, dict(coef))
+
+
+_NONE: dict = {}
+
+
+def _shape_parts(e: Expr, memo: dict) -> tuple[float, dict[str, float], dict[str, int]]:
+    """(const, coef, uses) of :class:`_Shape` for ``e``, as if its tree were walked (shared
+    sub-expressions count once per occurrence); the parts of a shared node are computed once
+    (``memo``, by identity). The returned dicts are shared: not to be mutated."""
+    t = type(e)
+    if t is Literal:
+        return float(len(e.data)), _NONE, _NONE
+    if t is Ref:
+        return 0.0, {e.name: 1.0}, {e.name: 1}
+    if t is CharSet:
+        return float(1 + len(e.ranges)), _NONE, _NONE
+    if t is Automaton:
+        return float(len(e.edges)), _NONE, _NONE
+    if t is not Seq and t is not Alt and t is not Repeat:
+        return 1.0, _NONE, _NONE
+    hit = memo.get(id(e))
+    if hit is not None and hit[0] is e:
+        return hit[1]
+    if t is Repeat:
+        c, co, us = _shape_parts(e.item, memo)
+        times = max(e.max if e.max is not None else e.min + 1, 1)
+        out = (1.0 + c * times, {k: v * times for k, v in co.items()} if co else _NONE, us)
+    else:
+        const = 1.0
+        coef: dict[str, float] = _NONE
+        uses: dict[str, int] = _NONE
+        for item in e.items:
+            c, co, us = _shape_parts(item, memo)
+            const += c
+            if co:
+                if coef is _NONE:
+                    coef, uses = dict(co), dict(us)
+                else:
+                    for k, v in co.items():
+                        coef[k] = coef.get(k, 0.0) + v
+                    for k, v in us.items():
+                        uses[k] = uses.get(k, 0) + v
+        out = (const, coef, uses)
+    memo[id(e)] = (e, out)
+    return out
 
 
 def _reachable_rules(grammar: Grammar, shapes: dict[str, _Shape]) -> list[str]:
@@ -228,11 +249,12 @@ def _reachable_rules(grammar: Grammar, shapes: dict[str, _Shape]) -> list[str]:
     rules = grammar.rules
     order = [grammar.start]
     seen = {grammar.start}
+    memo: dict = {}
     i = 0
     while i < len(order):
         name = order[i]
         i += 1
-        shapes[name] = _shape(rules[name])
+        shapes[name] = _shape(rules[name], memo)
         for r in shapes[name].refs:
             if r not in rules:
                 raise GrammarError(f"rule {name!r} refers to undefined rule {r!r}")

@@ -339,66 +339,6 @@ def _split(p, n_touched, z):
 
 
 @nb.njit(cache=True, nogil=True)
-def _label_partition(nn, n, live, new, accept, tail, label):
-    """The partition of the ``nn`` live states (renumbered by ``new``) by acceptance and label
-    set; ``tail``/``label`` are their transitions, grouped by source in increasing order.
-    Returns (partition, number of blocks). Falls back to the accepting / rejecting split if
-    two different label sets share a hash."""
-    ptr = np.zeros(nn + 1, dtype=np.int32)
-    for j in range(tail.shape[0]):
-        ptr[tail[j] + 1] += 1
-    for x in range(nn):
-        ptr[x + 1] += ptr[x]
-    acc = np.zeros(nn, dtype=np.bool_)
-    for s in range(n):
-        if live[s] and accept[s]:
-            acc[new[s]] = True
-    h = np.empty(nn, dtype=np.uint64)
-    for x in range(nn):
-        v = np.uint64(14695981039346656037) ^ np.uint64(2 if acc[x] else 1)
-        v *= np.uint64(1099511628211)
-        for j in range(ptr[x], ptr[x + 1]):
-            v = (v ^ np.uint64(label[j] + 3)) * np.uint64(1099511628211)
-        h[x] = v
-    order = np.argsort(h)
-    p = np.zeros((7, nn + 1), dtype=np.int32)
-    z = 0
-    i = 0
-    while i < nn:
-        a = order[i]
-        j = i + 1
-        while j < nn and h[order[j]] == h[a]:
-            b = order[j]
-            if acc[b] != acc[a] or ptr[b + 1] - ptr[b] != ptr[a + 1] - ptr[a]:
-                return _accept_partition(nn, acc)
-            for k in range(ptr[b + 1] - ptr[b]):
-                if label[ptr[b] + k] != label[ptr[a] + k]:
-                    return _accept_partition(nn, acc)
-            j += 1
-        p[FIRST, z] = i
-        p[PAST, z] = j
-        p[MID, z] = i
-        for k in range(i, j):
-            e = order[k]
-            p[ELEMS, k] = e
-            p[LOC, e] = k
-            p[SET, e] = z
-        z += 1
-        i = j
-    return p, z
-
-
-@nb.njit(cache=True, nogil=True)
-def _accept_partition(nn, acc):
-    p = _partition(nn)
-    nt = 0
-    for x in range(nn):
-        if acc[x]:
-            nt = _mark(p, x, nt)
-    return p, _split(p, nt, 1)
-
-
-@nb.njit(cache=True, nogil=True)
 def _minimize(n, accept, t_ptr, t_lab, t_to, n_labels):
     """Minimal-DFA blocks of the DFA rooted at state 0. Returns block[n] (-1 for states that
     lead to no accepting state) and the number of blocks."""
@@ -451,12 +391,13 @@ def _minimize(n, accept, t_ptr, t_lab, t_to, n_labels):
             head[k] = new[t_to[j]]
             k += 1
 
-    # blocks: states grouped by acceptance and the labels they have transitions on (in a
-    # trimmed DFA, states that differ there differ in language); a refinement of the
-    # accepting / rejecting split that leaves most of the work on chains of literal bytes
-    # undone before the first splitter. Any initial partition works: every block but block
-    # 0 starts as a splitter, and the cords split off the states without a label.
-    bp, bz = _label_partition(nn, n, live, new, accept, tail, label)
+    # blocks: start with one, split off the accepting states
+    bp = _partition(nn)
+    nt = 0
+    for s in range(n):
+        if live[s] and accept[s]:
+            nt = _mark(bp, new[s], nt)
+    bz = _split(bp, nt, 1)
 
     # cords: transitions grouped by label
     cp = _partition(mm)

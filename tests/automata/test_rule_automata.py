@@ -442,3 +442,29 @@ def test_plus_of_calls():
                                                                             ref("s"),
                                                                             lit(")")))}, "s")
     assert_same(*build_both(g))
+
+
+def test_shared_tails_copies_and_utf8_states_keep_the_language():
+    """A key trie's complement (JSON-encoded strings outside a set of keys) repeats the same
+    pieces at every trie node, all leading to the same place: the tail of any characters (one
+    object), the escape spellings (a large alternation: a fragment) and the multi-byte part
+    of each node's character set. The builder enters one copy of each instead of emitting one
+    per node; the DFA must stay the toolkit's."""
+    from grammask.grammar.json_schema import _not_in_set
+    from grammask.grammar.json_strings import json_char
+
+    jc = json_char()
+    keys = ["alpha", "alps", "beta", "gamma", "gam", "ж"]
+    e = seq(lit('"'), _not_in_set(keys, star(ref("c")), encoded=True), lit('"'))
+    builder = dfa_build._Builder(dfa_build._Nfa(), GrammarDfas(lambda n: jc))
+    builder.root = e
+    builder.build(e, 0, 1)
+    # one copy of each shared piece: about two states per trie node (18 nodes), plus the
+    # tail; emitted per node it was over 750
+    assert builder.nfa.n < 100
+    d = rule_dfa(e, lambda n: jc)
+    assert d.same_as(rule_dfa_reference(e, lambda n: jc))
+    for text, ok in [('"alpha"', False), ('"alph"', True), ('"alphab"', True), ('"ж"', False),
+                     ('"жж"', True), ('"\\u0000a"', True), ('"gam"', False), ('"ga"', True),
+                     ('"b\\"c"', True), ('""', True)]:
+        assert walk(d, text.encode()) == ok, text
