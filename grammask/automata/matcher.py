@@ -321,10 +321,14 @@ def _can_allow_all(trie, stop_ids: np.ndarray) -> bool:
     """Whether every token id is either in the trie or a stop token (else no mask can allow
     all tokens)."""
     store, _ = shared_store(trie)
-    missing = store.get("ids_not_in_trie")
-    if missing is None:  # a set difference over the vocabulary costs ~10 ms: once per trie
-        missing = store["ids_not_in_trie"] = np.flatnonzero(trie.id_ptr < 0)
-    return bool(np.isin(missing, stop_ids).all())
+    key = ("allow_all", stop_ids.tobytes())
+    known = store.get(key)
+    if known is None:
+        missing = store.get("ids_not_in_trie")
+        if missing is None:  # a set difference over the vocabulary costs ~10 ms: once per trie
+            missing = store["ids_not_in_trie"] = np.flatnonzero(trie.id_ptr < 0)
+        known = store[key] = bool(np.isin(missing, stop_ids).all())
+    return known
 
 
 def numpy_bitmask(bitmask) -> np.ndarray:

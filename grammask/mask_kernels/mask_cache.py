@@ -835,6 +835,8 @@ def scc_of_states(g):
     work_c = np.empty(n, dtype=np.int32)
     cyclic = np.zeros(n, dtype=np.bool_)
     has_calls = np.zeros(n, dtype=np.bool_)
+    self_loop = np.zeros(n, dtype=np.bool_)
+    trans = g[H_TRANS]  # dense states: row v of the table, read directly
     counter = 0
     top = 0
     n_comp = 0
@@ -854,10 +856,14 @@ def scc_of_states(g):
             v = work_s[wt - 1]
             c = work_c[wt - 1]
             descended = False
+            row = trans + v * n_classes
             while c < n_classes:
-                w = step(g, v, c)
+                w = g[row + c]
                 c += 1
                 if w < 0 or w >= n:
+                    continue
+                if w == v:
+                    self_loop[v] = True
                     continue
                 if index[w] < 0:
                     work_c[wt - 1] = c
@@ -893,13 +899,7 @@ def scc_of_states(g):
                         calls = True
                     if w == v:
                         break
-                loop = size > 1
-                if not loop:
-                    for c2 in range(n_classes):
-                        if step(g, v, c2) == v:
-                            loop = True
-                            break
-                cyclic[n_comp] = loop
+                cyclic[n_comp] = size > 1 or self_loop[v]
                 has_calls[n_comp] = calls
                 n_comp += 1
     return comp, cyclic[:n_comp].copy(), has_calls[:n_comp].copy()
