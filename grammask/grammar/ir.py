@@ -62,27 +62,76 @@ class CharSet(Expr):
     ranges: tuple[tuple[int, int], ...]
 
 
-@dataclass(frozen=True, slots=True)
+# The composite nodes keep their hash (computed once, from their children's kept hashes):
+# passes memoize on nodes by value, and a tree's hash would otherwise be recomputed from its
+# leaves at every lookup. A pickled node is rebuilt through its constructor, so the kept hash
+# is never carried to a process whose string hashes differ.
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class Seq(Expr):
     """Matches the concatenation of its items (two or more)."""
 
     items: tuple[Expr, ...]
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((Seq, self.items)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other) -> bool:
+        return self is other or (type(other) is Seq and self._hash == other._hash
+                                 and self.items == other.items)
+
+    def __reduce__(self):
+        return Seq, (self.items,)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Alt(Expr):
     """Matches any one of its items (two or more). Order carries no meaning."""
 
     items: tuple[Expr, ...]
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((Alt, self.items)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other) -> bool:
+        return self is other or (type(other) is Alt and self._hash == other._hash
+                                 and self.items == other.items)
+
+    def __reduce__(self):
+        return Alt, (self.items,)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Repeat(Expr):
     """Matches ``item`` repeated between ``min`` and ``max`` times (``max=None``: unbounded)."""
 
     item: Expr
     min: int
     max: int | None
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((Repeat, self.item, self.min, self.max)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other) -> bool:
+        return self is other or (type(other) is Repeat and self._hash == other._hash
+                                 and self.min == other.min and self.max == other.max
+                                 and self.item == other.item)
+
+    def __reduce__(self):
+        return Repeat, (self.item, self.min, self.max)
 
 
 @dataclass(frozen=True, slots=True)
