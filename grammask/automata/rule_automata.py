@@ -195,53 +195,73 @@ class _Shape:
 
 
 def _shape(e: Expr, memo: dict | None = None) -> _Shape:
-    const, coef, uses = _shape_parts(e, {} if memo is None else memo)
-    return _Shape(sorted(uses), dict(uses), const, dict(coef))
+    """The shape of ``e``, walked as a tree; the size of a reference-free composite node is
+    computed once (``memo``, by identity: the IR is a DAG whose shared parts, like a string's
+    escape spellings, are reference-free)."""
+    memo = {} if memo is None else memo
+    const = 0.0
+    coef: dict[str, float] = {}
+    uses: dict[str, int] = {}
+    stack = [(e, 1.0)]
+    while stack:
+        x, m = stack.pop()
+        t = type(x)
+        if t is Seq or t is Alt or t is Repeat:
+            size = _pure_size(x, memo)
+            if size is not None:
+                const += m * size
+            elif t is Repeat:
+                const += m
+                times = x.max if x.max is not None else x.min + 1
+                stack.append((x.item, m * max(times, 1)))
+            else:
+                const += m
+                stack.extend((i, m) for i in x.items)
+        elif t is Literal:
+            const += m * len(x.data)
+        elif t is Ref:
+            coef[x.name] = coef.get(x.name, 0.0) + m
+            uses[x.name] = uses.get(x.name, 0) + 1
+        elif t is CharSet:
+            const += m * (1 + len(x.ranges))
+        elif t is Automaton:
+            const += m * len(x.edges)
+        else:
+            const += m
+    return _Shape(sorted(uses), uses, const, coef)
 
 
-_NONE: dict = {}
-
-
-def _shape_parts(e: Expr, memo: dict) -> tuple[float, dict[str, float], dict[str, int]]:
-    """(const, coef, uses) of :class:`_Shape` for ``e``, as if its tree were walked (shared
-    sub-expressions count once per occurrence); the parts of a shared node are computed once
-    (``memo``, by identity). The returned dicts are shared: not to be mutated."""
+def _pure_size(e: Expr, memo: dict) -> float | None:
+    """The size estimate of ``e`` when it refers to no rule, else None (memoized for
+    composite nodes)."""
     t = type(e)
     if t is Literal:
-        return float(len(e.data)), _NONE, _NONE
+        return float(len(e.data))
     if t is Ref:
-        return 0.0, {e.name: 1.0}, {e.name: 1}
+        return None
     if t is CharSet:
-        return float(1 + len(e.ranges)), _NONE, _NONE
+        return float(1 + len(e.ranges))
     if t is Automaton:
-        return float(len(e.edges)), _NONE, _NONE
+        return float(len(e.edges))
     if t is not Seq and t is not Alt and t is not Repeat:
-        return 1.0, _NONE, _NONE
+        return 1.0
     hit = memo.get(id(e))
     if hit is not None and hit[0] is e:
         return hit[1]
     if t is Repeat:
-        c, co, us = _shape_parts(e.item, memo)
-        times = max(e.max if e.max is not None else e.min + 1, 1)
-        out = (1.0 + c * times, {k: v * times for k, v in co.items()} if co else _NONE, us)
+        inner = _pure_size(e.item, memo)
+        times = e.max if e.max is not None else e.min + 1
+        size = None if inner is None else 1.0 + inner * max(times, 1)
     else:
-        const = 1.0
-        coef: dict[str, float] = _NONE
-        uses: dict[str, int] = _NONE
+        size = 1.0
         for item in e.items:
-            c, co, us = _shape_parts(item, memo)
-            const += c
-            if co:
-                if coef is _NONE:
-                    coef, uses = dict(co), dict(us)
-                else:
-                    for k, v in co.items():
-                        coef[k] = coef.get(k, 0.0) + v
-                    for k, v in us.items():
-                        uses[k] = uses.get(k, 0) + v
-        out = (const, coef, uses)
-    memo[id(e)] = (e, out)
-    return out
+            inner = _pure_size(item, memo)
+            if inner is None:
+                size = None
+                break
+            size += inner
+    memo[id(e)] = (e, size)
+    return size
 
 
 def _reachable_rules(grammar: Grammar, shapes: dict[str, _Shape]) -> list[str]:

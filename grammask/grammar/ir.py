@@ -223,20 +223,18 @@ def lit(text: str | bytes) -> Expr:
 def seq(*items: Expr | Iterable[Expr]) -> Expr:
     """Concatenation, flattened: adjacent literals merge, Empty vanishes, Nothing absorbs."""
     flat: list[Expr] = []
-    for item in _flatten(items):
-        if isinstance(item, Nothing):
-            return NOTHING
-        if isinstance(item, Empty):
-            continue
-        if isinstance(item, Seq):
-            parts = item.items
-        else:
-            parts = (item,)
-        for part in parts:
-            if isinstance(part, Literal) and flat and isinstance(flat[-1], Literal):
-                flat[-1] = Literal(flat[-1].data + part.data)
-            else:
-                flat.append(part)
+    for group in items:
+        for item in ((group,) if isinstance(group, Expr) else group):
+            t = type(item)
+            if t is Nothing:
+                return NOTHING
+            if t is Empty:
+                continue
+            for part in (item.items if t is Seq else (item,)):
+                if type(part) is Literal and flat and type(flat[-1]) is Literal:
+                    flat[-1] = Literal(flat[-1].data + part.data)
+                else:
+                    flat.append(part)
     if not flat:
         return EMPTY
     if len(flat) == 1:
@@ -248,13 +246,13 @@ def alt(*items: Expr | Iterable[Expr]) -> Expr:
     """Alternation, flattened and deduplicated (first occurrence kept); Nothing vanishes."""
     flat: list[Expr] = []
     seen: set = set()
-    for item in _flatten(items):
-        parts = item.items if isinstance(item, Alt) else (item,)
-        for part in parts:
-            if isinstance(part, Nothing) or part in seen:
-                continue
-            seen.add(part)
-            flat.append(part)
+    for group in items:
+        for item in ((group,) if isinstance(group, Expr) else group):
+            for part in (item.items if type(item) is Alt else (item,)):
+                if type(part) is Nothing or part in seen:
+                    continue
+                seen.add(part)
+                flat.append(part)
     if not flat:
         return NOTHING
     if len(flat) == 1:
@@ -450,11 +448,3 @@ def _fmt_char(c: int) -> str:
 def _paren(expr: Expr, kinds) -> str:
     text = to_text(expr)
     return f"({text})" if isinstance(expr, kinds) else text
-
-
-def _flatten(items) -> Iterable[Expr]:
-    for item in items:
-        if isinstance(item, Expr):
-            yield item
-        else:
-            yield from item

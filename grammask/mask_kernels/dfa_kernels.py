@@ -836,12 +836,14 @@ def layout_rules(sizes, widths, trans_flat, bounds_flat, call_rows_flat, call_co
         k = widths[r]
         nr = sizes[r]
         t0 = toff[r]
-        h = np.empty(k, dtype=np.uint64)
+        # column hashes, accumulated row by row (the table is row-major)
+        h = np.full(k, np.uint64(1469598103934665603), dtype=np.uint64)
+        for s in range(nr):
+            row = t0 + s * k
+            for c in range(k):
+                h[c] = (h[c] ^ np.uint64(trans_flat[row + c] + 2)) * np.uint64(1099511628211)
         for c in range(k):
-            x = np.uint64(1469598103934665603)
-            for s in range(nr):
-                x = (x ^ np.uint64(trans_flat[t0 + s * k + c] + 2)) * np.uint64(1099511628211)
-            h[c] = x
+            x = h[c]
             col_id[coff[r] + c] = c
             for c2 in range(c):
                 if h[c2] != x or col_id[coff[r] + c2] != c2:
@@ -890,18 +892,22 @@ def layout_rules(sizes, widths, trans_flat, bounds_flat, call_rows_flat, call_co
     # the global table, byte edges and call edges
     trans = np.empty((n, n_cls), dtype=np.int32)
     has_bytes = np.zeros(n, dtype=np.int8)
+    src_col = np.empty(n_cls, dtype=np.int64)
     for r in range(n_rules):
         k = widths[r]
+        for c in range(n_cls):
+            src_col[c] = loc[r, rep[c]]
+        b = base[r]
         for s in range(sizes[r]):
-            g = base[r] + s
+            g = b + s
             row = toff[r] + s * k
             for c in range(k):
                 if trans_flat[row + c] >= 0:
                     has_bytes[g] = 1
                     break
             for c in range(n_cls):
-                t = trans_flat[row + loc[r, rep[c]]]
-                trans[g, c] = t + base[r] if t >= 0 else -1
+                t = trans_flat[row + src_col[c]]
+                trans[g, c] = t + b if t >= 0 else -1
     m = call_rows_flat.shape[0] // 3
     call_ptr = np.zeros(n + 1, dtype=np.int32)
     call_rule = np.empty(m, dtype=np.int32)
