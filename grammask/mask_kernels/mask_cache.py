@@ -821,29 +821,104 @@ SCC_MAX = 64  # components with more states are walked whole
 
 @nb.njit(cache=True, nogil=True)
 def scc_of_states(g):
-    """Strongly connected components of the byte transitions between table states.
-    Returns (component id per dense state, whether each component has a cycle, whether it
-    holds a state with rule calls)."""
+    """Components of the byte transitions between table states, for the shared walks: the
+    strongly connected components, where one is larger than SCC_MAX (an array of objects, a
+    map: the loop through every value's states) cut into its nested loops: the edges back
+    into the component's first state are dropped and the rest split again, until each piece
+    is small (the string loop of a value inside an array item becomes a component of its
+    own). Every component is strongly connected. Returns (component id per dense state,
+    whether each component has a cycle, whether it holds a state with rule calls)."""
     n = g[H_NDENSE]
-    n_classes = g[H_NCLASSES]
     index = np.full(n, -1, dtype=np.int32)
     low = np.zeros(n, dtype=np.int32)
     on_stack = np.zeros(n, dtype=np.bool_)
     comp = np.full(n, -1, dtype=np.int32)
-    stack = np.empty(n, dtype=np.int32)
-    work_s = np.empty(n, dtype=np.int32)
-    work_c = np.empty(n, dtype=np.int32)
+    scratch = np.empty((3, n), dtype=np.int32)  # Tarjan stack, work stack (state, class)
     cyclic = np.zeros(n, dtype=np.bool_)
     has_calls = np.zeros(n, dtype=np.bool_)
     self_loop = np.zeros(n, dtype=np.bool_)
-    trans = g[H_TRANS]  # dense states: row v of the table, read directly
+    for v in range(n):
+        row = g[H_TRANS] + v * g[H_NCLASSES]
+        for c in range(g[H_NCLASSES]):
+            if g[row + c] == v:
+                self_loop[v] = True
+                break
+    mark = np.zeros(n, dtype=np.int32)  # members of the piece being split carry its tag
+    members = np.arange(n).astype(np.int32)
+    n_comp = _tarjan_piece(g, members, n, -1, mark, 0, index, low, on_stack, comp, scratch,
+                           cyclic, has_calls, self_loop, 0)
+    size = np.zeros(n, dtype=np.int32)
+    for v in range(n):
+        size[comp[v]] += 1
+    c = 0
+    tag = 0
+    while c < n_comp:
+        if size[c] > SCC_MAX:
+            k = 0
+            tag += 1
+            for v in range(n):
+                if comp[v] == c:
+                    members[k] = v
+                    mark[v] = tag
+                    index[v] = -1
+                    k += 1
+            if n_comp + k > size.shape[0]:
+                cap = 2 * (n_comp + k)
+                cyclic = _grow_to(cyclic, cap)
+                has_calls = _grow_to(has_calls, cap)
+                size = _grow_to(size, cap)
+            # the first state (lowest number: nearest the rule's start) heads the loop; it
+            # ends up alone, so every piece is smaller than the component
+            n_comp = _tarjan_piece(g, members, k, members[0], mark, tag, index, low,
+                                   on_stack, comp, scratch, cyclic, has_calls, self_loop,
+                                   n_comp)
+            for i in range(k):
+                size[comp[members[i]]] += 1
+            size[c] = 0
+        c += 1
+    # renumber the components in use densely
+    new_id = np.full(n_comp, -1, dtype=np.int32)
+    m = 0
+    for v in range(n):
+        if new_id[comp[v]] < 0:
+            new_id[comp[v]] = m
+            m += 1
+    out_cyclic = np.zeros(m, dtype=np.bool_)
+    out_calls = np.zeros(m, dtype=np.bool_)
+    for x in range(n_comp):
+        if new_id[x] >= 0:
+            out_cyclic[new_id[x]] = cyclic[x]
+            out_calls[new_id[x]] = has_calls[x]
+    for v in range(n):
+        comp[v] = new_id[comp[v]]
+    return comp, out_cyclic, out_calls
+
+
+@nb.njit(cache=True, nogil=True)
+def _grow_to(a, cap):
+    b = np.zeros(cap, dtype=a.dtype)
+    b[:a.shape[0]] = a
+    return b
+
+
+@nb.njit(cache=True, nogil=True)
+def _tarjan_piece(g, members, n_members, header, mark, tag, index, low, on_stack, comp,
+                  scratch, cyclic, has_calls, self_loop, n_comp):
+    """Tarjan's algorithm over the states ``members[:n_members]`` (those with ``mark == tag``),
+    ignoring edges into ``header`` (-1: none). Numbers the components found from ``n_comp``
+    on (``comp``, ``cyclic``, ``has_calls``) and returns the new count."""
+    n = g[H_NDENSE]
+    n_classes = g[H_NCLASSES]
+    trans = g[H_TRANS]
+    stack = scratch[0]
+    work_s = scratch[1]
+    work_c = scratch[2]
     counter = 0
     top = 0
-    n_comp = 0
-    for root in range(n):
+    for i in range(n_members):
+        root = members[i]
         if index[root] >= 0:
             continue
-        wt = 0
         work_s[0] = root
         work_c[0] = 0
         wt = 1
@@ -860,10 +935,7 @@ def scc_of_states(g):
             while c < n_classes:
                 w = g[row + c]
                 c += 1
-                if w < 0 or w >= n:
-                    continue
-                if w == v:
-                    self_loop[v] = True
+                if w < 0 or w >= n or w == v or w == header or mark[w] != tag:
                     continue
                 if index[w] < 0:
                     work_c[wt - 1] = c
@@ -902,7 +974,7 @@ def scc_of_states(g):
                 cyclic[n_comp] = size > 1 or self_loop[v]
                 has_calls[n_comp] = calls
                 n_comp += 1
-    return comp, cyclic[:n_comp].copy(), has_calls[:n_comp].copy()
+    return n_comp
 
 
 @nb.njit(cache=True, nogil=True)

@@ -92,3 +92,45 @@ def test_memo_grows(deepseek, monkeypatch):  # noqa: F811
     memo = cg.mask_cache._memo
     assert memo[MC.MT_TAB].shape[0] > 4 and memo[MC.MT_POOL].shape[0] > 8
     assert memo[MC.MT_META][MC.MEMO_ENTRIES] > 0
+
+
+def test_string_loops_inside_big_loops_get_their_own_components(deepseek):  # noqa: F811
+    """An array of objects is one big cycle through every value of the item object; its
+    string values' loops are cut out as components of their own (so their walks are shared by
+    shape), every component stays strongly connected, and the masks equal the uncached walk."""
+    info, hf = deepseek
+    item = {"type": "object", "properties": {k: {"type": "string"} for k in
+                                             ["origin", "name", "version", "release"]},
+            "required": ["origin", "name", "version", "release"],
+            "additionalProperties": False}
+    schema = {"type": "array", "items": item}
+    compiler = gm.GrammarCompiler(info, cache_enabled=False)
+    cg = compiler.compile_json_schema(schema, any_whitespace=True, strict_mode=False)
+    g = cg.automata.blob
+    comp, cyclic, has_calls = MC.scc_of_states(g)
+    n, k = int(g[14]), int(g[1])
+    trans = g[int(g[4]):int(g[4]) + n * k].reshape(n, k)
+    sizes = np.bincount(comp)
+    assert sizes.max() <= MC.SCC_MAX
+    for c in np.flatnonzero(sizes > 1):
+        members = set(np.flatnonzero(comp == c).tolist())
+        start = min(members)
+        seen, todo = {start}, [start]
+        while todo:  # every member reaches every other (from the first, and back to it)
+            for t in trans[todo.pop()].tolist():
+                if t in members and t not in seen:
+                    seen.add(t)
+                    todo.append(t)
+        assert seen == members and cyclic[c]
+    # the four string values' loops: four components of one shape
+    m = gm.GrammarMatcher(cg)
+    states = []
+    for text in ['[{"origin": "', 'core", "name": "', 'gcc", "version": "',
+                 '5.3", "release": "']:
+        assert m.accept_string(text)
+        states.append(int(m._debug_state().split()[0].strip("(").split(",")[0]))
+    loops = {int(comp[s]) for s in states}
+    assert len(loops) == 4 and all(cyclic[c] and sizes[c] > 1 for c in loops)
+    text = ('[{"origin": "core", "name": "gcc-libs", "version": "5.3.0", "release": "2017"}, '
+            '{"origin": "extra", "name": "x", "version": "1", "release": "2"}]')
+    _masks(info, hf, cg, [text], 0, 6, check_uncached=True)
