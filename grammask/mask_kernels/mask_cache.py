@@ -814,9 +814,12 @@ def follow_sets(g):
 # the tokens that stay inside the loop identically, whatever lies after it. So the walk inside
 # the component is done once per shape and kept; a state then only walks the tokens that leave
 # its component (``exits``: trie ranges sharing the prefix up to and including the leaving
-# byte), from the state they leave to.
+# byte), from the state they leave to. Any partition of the states into strongly connected
+# pieces serves (the walk and the shape agree on which transitions leave): components larger
+# than SCC_MAX are cut into their nested loops by scc_of_states, so the string loop of a value
+# inside an array of objects is shared like any other.
 
-SCC_MAX = 64  # components with more states are walked whole
+SCC_MAX = 64  # larger components are cut into nested loops until every piece fits
 
 
 @nb.njit(cache=True, nogil=True)
