@@ -68,46 +68,39 @@ class CharSet(Expr):
 # is never carried to a process whose string hashes differ.
 
 
+class _Items(Expr):
+    """Seq and Alt: a tuple of items, the hash kept."""
+
+    __slots__ = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((type(self), self.items)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other) -> bool:
+        return self is other or (type(other) is type(self) and self._hash == other._hash
+                                 and self.items == other.items)
+
+    def __reduce__(self):
+        return type(self), (self.items,)
+
+
 @dataclass(frozen=True, slots=True, eq=False)
-class Seq(Expr):
+class Seq(_Items):
     """Matches the concatenation of its items (two or more)."""
 
     items: tuple[Expr, ...]
     _hash: int = field(default=0, init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_hash", hash((Seq, self.items)))
-
-    def __hash__(self) -> int:
-        return self._hash
-
-    def __eq__(self, other) -> bool:
-        return self is other or (type(other) is Seq and self._hash == other._hash
-                                 and self.items == other.items)
-
-    def __reduce__(self):
-        return Seq, (self.items,)
-
 
 @dataclass(frozen=True, slots=True, eq=False)
-class Alt(Expr):
+class Alt(_Items):
     """Matches any one of its items (two or more). Order carries no meaning."""
 
     items: tuple[Expr, ...]
     _hash: int = field(default=0, init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_hash", hash((Alt, self.items)))
-
-    def __hash__(self) -> int:
-        return self._hash
-
-    def __eq__(self, other) -> bool:
-        return self is other or (type(other) is Alt and self._hash == other._hash
-                                 and self.items == other.items)
-
-    def __reduce__(self):
-        return Alt, (self.items,)
 
 
 @dataclass(frozen=True, slots=True, eq=False)

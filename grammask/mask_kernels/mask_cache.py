@@ -708,6 +708,18 @@ def build_through(g, s, row_v, skip_bytes, cmeta, pool, universe, items, sets, h
 # --------------------------------------------------------------------------- follow sets
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _or_row(dst, i, src, j):
+    """dst[i] |= src[j] over four words; whether dst[i] changed."""
+    changed = False
+    for w in range(4):
+        x = dst[i, w] | src[j, w]
+        if x != dst[i, w]:
+            dst[i, w] = x
+            changed = True
+    return changed
+
+
 @nb.njit(cache=True, nogil=True)
 def follow_sets(g):
     """``follow[r, b]``: whether byte ``b`` can come right after rule ``r`` completes, in some
@@ -763,19 +775,10 @@ def follow_sets(g):
             if q >= n_dense:
                 continue
             for e in range(g[call_ptr + q], g[call_ptr + q + 1]):
-                a = e_start[e]
-                for w in range(4):
-                    x = first[i, w] | first[a, w]
-                    if x != first[i, w]:
-                        first[i, w] = x
-                        changed = True
+                changed |= _or_row(first, i, first, e_start[e])
                 if g[nullable + g[call_rule + e]] != 0:
                     d = e_ret[e]
-                    for w in range(4):
-                        x = first[i, w] | first[d, w]
-                        if x != first[i, w]:
-                            first[i, w] = x
-                            changed = True
+                    changed |= _or_row(first, i, first, d)
                     if ends[d] and not ends[i]:
                         ends[i] = True
                         changed = True
@@ -792,13 +795,9 @@ def follow_sets(g):
             for e in range(g[call_ptr + q], g[call_ptr + q + 1]):
                 r = g[call_rule + e]
                 d = e_ret[e]
-                for w in range(4):
-                    x = follow[r, w] | first[d, w]
-                    if ends[d]:
-                        x |= follow[p, w]
-                    if x != follow[r, w]:
-                        follow[r, w] = x
-                        changed = True
+                changed |= _or_row(follow, r, first, d)
+                if ends[d]:
+                    changed |= _or_row(follow, r, follow, p)
     out = np.zeros((n_rules, 256), dtype=np.bool_)
     for r in range(n_rules):
         for b in range(256):
