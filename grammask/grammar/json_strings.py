@@ -68,8 +68,10 @@ def encode_text(text: str) -> bytes:
     return json.dumps(text, ensure_ascii=False)[1:-1].encode("utf-8")
 
 
+@functools.lru_cache(maxsize=1)
 def json_char() -> Expr:
-    """One decoded character, in any JSON spelling (lone surrogates excluded)."""
+    """One decoded character, in any JSON spelling (lone surrogates excluded). One node for
+    the process (the IR is immutable)."""
     raw = char_ranges(subtract_ranges(((0x20, 0x10FFFF),), ((0x22, 0x22), (0x5C, 0x5C))))
     short = seq(lit("\\"), chars('"\\\\/bfnrt'))
     # \uXXXX for a BMP scalar value: first hex digit not D, or D followed by 0-7
