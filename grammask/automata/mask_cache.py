@@ -38,7 +38,6 @@ class MaskCache:
         g = automata.blob
         self._g = g
         n_dense = int(g[E.H_NDENSE])
-        self.cmeta = np.zeros((n_dense + 16, 5), dtype=np.int64)
         self._rows = n_dense  # rows in use: dense states, then virtual-state entries
         self.pool = np.zeros(4096, dtype=np.int32)
         self._used = 0
@@ -76,6 +75,11 @@ class MaskCache:
             pos += size
         slots[n_blocks] = pos
         self.slots = slots
+        # rows for virtual-state entries after the dense states': room for all the slots up to
+        # _VIRTUAL_ROWS0, then the virtual part doubles (growing copies the dense rows too:
+        # 13 MB for a 330k-state grammar, tens of ms of page faults in the middle of a fill)
+        virtual = min(max(16, pos - n_blocks - 1), _VIRTUAL_ROWS0) if n_blocks else 16
+        self.cmeta = np.zeros((n_dense + virtual, 5), dtype=np.int64)
 
     @property
     def memory_size_bytes(self) -> int:
@@ -109,7 +113,8 @@ class MaskCache:
 
     def _new_row(self) -> int:
         if self._rows >= self.cmeta.shape[0]:
-            cmeta = np.zeros((self.cmeta.shape[0] * 2, 5), dtype=np.int64)
+            virtual = self.cmeta.shape[0] - self._n_dense
+            cmeta = np.zeros((self._n_dense + 2 * virtual, 5), dtype=np.int64)
             cmeta[: self.cmeta.shape[0]] = self.cmeta
             self.cmeta = cmeta
         self._rows += 1
@@ -307,6 +312,7 @@ class MaskCache:
 
 
 _NO_BYTES = np.zeros(256, dtype=bool)
+_VIRTUAL_ROWS0 = 4096
 _MEMO_TABLE0 = 256
 _MEMO_POOL0 = 1 << 14
 _MEMO_POOL_MAX = 1 << 22  # words (16 MiB)

@@ -95,3 +95,35 @@ def test_item_dfas_are_shared_by_item_and_by_the_rules_it_reaches():
     assert m2.accept_string("[" + "b(1" * 150)
     assert not m2.accept_string("a")
     assert m2.accept_string("b" * 100 + "]") and m2.accept_token(EOS)
+
+
+def test_virtual_entries_grow_their_rows_only(monkeypatch):
+    """Entries of virtual (counter block) states take rows after the dense states'; when they
+    run out, only that part doubles, and the entries built before stay valid."""
+    import grammask.automata.mask_cache as amc
+
+    monkeypatch.setattr(CB, "MIN_BOUND", 4)
+    monkeypatch.setattr(CB, "MIN_UNROLLED_STATES", 8)
+    monkeypatch.setattr(amc, "_VIRTUAL_ROWS0", 1)
+    item = alt(chars("ab"), seq(lit("1"), chars("ab")))
+    g = Grammar({"s": seq(lit("("), rep(item, 3, 30), lit(")"))}, "s")
+    compiled = gm.GrammarCompiler(VOCAB, cache_enabled=False).compile_grammar(g)
+    cache = compiled.mask_cache
+    n_dense = int(compiled.automata.blob[E.H_NDENSE])
+    assert cache.cmeta.shape[0] == n_dense + 1
+    rng = random.Random(7)
+    for _ in range(6):
+        m = gm.GrammarMatcher(compiled)
+        prefix = b""
+        for _ in range(30):
+            allowed = allowed_set(m, VOCAB)
+            assert allowed == brute_force(m, VOCAB), prefix
+            choices = sorted(allowed - {EOS})
+            if not choices:
+                break
+            t = rng.choice(choices)
+            assert m.accept_token(t)
+            prefix += VOCAB.decoded_vocab[t]
+    virtual = cache.cmeta.shape[0] - n_dense
+    assert cache._rows - n_dense > 1 and virtual >= cache._rows - n_dense
+    assert virtual & (virtual - 1) == 0  # 1, 2, 4...: the virtual part doubled
