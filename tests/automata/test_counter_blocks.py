@@ -9,11 +9,10 @@ import pytest
 
 import grammask as gm
 import grammask.automata.counter_blocks as CB
-from grammask.grammar import reference
 from grammask.grammar.ir import Grammar, alt, char_ranges, chars, lit, opt, ref, rep, seq
 from grammask.mask_kernels import earley as E
 
-from .test_matcher import EOS, VOCAB, allowed_set, brute_force
+from .test_matcher import EOS, VOCAB, walk_checked
 
 
 def _blocks(compiled) -> tuple[int, int]:
@@ -32,21 +31,7 @@ def test_block_masks_equal_brute_force_and_oracle(monkeypatch, lo, hi):
     assert _blocks(compiled)[0] == 1
     rng = random.Random(lo)
     for _ in range(12):
-        m = gm.GrammarMatcher(compiled)
-        prefix = b""
-        for _ in range(22):
-            allowed = allowed_set(m, VOCAB)
-            assert allowed == brute_force(m, VOCAB), prefix
-            for t in range(1, len(VOCAB.decoded_vocab)):
-                want = reference.is_viable_prefix(g, prefix + VOCAB.decoded_vocab[t])
-                assert (t in allowed) == want, (prefix, VOCAB.decoded_vocab[t])
-            assert (EOS in allowed) == reference.matches(g, prefix)
-            choices = sorted(allowed - {EOS})
-            if not choices:
-                break
-            t = rng.choice(choices)
-            assert m.accept_token(t)
-            prefix += VOCAB.decoded_vocab[t]
+        walk_checked(gm.GrammarMatcher(compiled), g, VOCAB, 22, rng)
 
 
 def test_huge_bounds_compile_small_and_fast():
@@ -113,17 +98,7 @@ def test_virtual_entries_grow_their_rows_only(monkeypatch):
     assert cache.cmeta.shape[0] == n_dense + 1
     rng = random.Random(7)
     for _ in range(6):
-        m = gm.GrammarMatcher(compiled)
-        prefix = b""
-        for _ in range(30):
-            allowed = allowed_set(m, VOCAB)
-            assert allowed == brute_force(m, VOCAB), prefix
-            choices = sorted(allowed - {EOS})
-            if not choices:
-                break
-            t = rng.choice(choices)
-            assert m.accept_token(t)
-            prefix += VOCAB.decoded_vocab[t]
+        walk_checked(gm.GrammarMatcher(compiled), g, VOCAB, 30, rng, oracle=False)
     virtual = cache.cmeta.shape[0] - n_dense
     assert cache._rows - n_dense > 1 and virtual >= cache._rows - n_dense
     assert virtual & (virtual - 1) == 0  # 1, 2, 4...: the virtual part doubled
