@@ -149,7 +149,7 @@ class GrammarDfas:
         self.single_use = single_use
         self.memo: dict[Expr, RuleDfa] = {}  # by value
         self.by_id: dict[int, tuple[Expr, RuleDfa]] = {}  # by identity: no hashing of trees
-        self.ref_free: dict[int, tuple[Expr, bool]] = {}  # alternations without references
+        self.ref_free: dict[int, tuple[Expr, bool]] = {}  # by identity: _has_refs(expr)
 
     def rule_dfa(self, expr: Expr) -> RuleDfa:
         return _Builder(_Nfa(), self).fragment(expr)
@@ -413,28 +413,22 @@ class _Builder:
                 cur = nxt
         elif t is Seq:
             items = e.items
-            last = len(items) - 1
+            last = items[-1]
             # a last item already built to ``dst`` from a junction of its own (the shared tail
             # of the alternatives of a key trie's complement): lead into that junction
-            tail = self.tails.get((id(items[last]), dst))
-            if tail is not None and tail[0] is items[last]:
-                last -= 1
-                first = nfa.new_states(last)
-                cur = src
-                for i in range(last + 1):
-                    nxt = tail[1] if i == last else first + i
-                    self.build(items[i], cur, nxt)
-                    cur = nxt
-                return
-            first = nfa.new_states(last)
+            tail = self.tails.get((id(last), dst))
+            shared = tail is not None and tail[0] is last
+            n = len(items) - 1 if shared else len(items)  # items to build
+            end = tail[1] if shared else dst
+            first = nfa.new_states(n - 1)
             cur = src
-            for i, item in enumerate(items):
-                nxt = dst if i == last else first + i
-                self.build(item, cur, nxt)
+            for i in range(n):
+                nxt = end if i == n - 1 else first + i
+                self.build(items[i], cur, nxt)
                 cur = nxt
-            if type(items[last]) is not Literal:
-                # ``cur`` (fresh) leaves only through the last item's states, to ``dst``
-                self.tails[(id(items[last]), dst)] = (items[last], first + last - 1)
+            if not shared and type(last) is not Literal:
+                # its junction (fresh) leaves only through the last item's states, to ``dst``
+                self.tails[(id(last), dst)] = (last, first + n - 2)
         elif t is Alt:
             if len(e.items) >= ALT_FRAGMENT and e is not self.root and self._ref_free(e):
                 # a large reference-free alternation (escape spellings, enum values): one
@@ -540,7 +534,7 @@ class _Builder:
         hit = self.grammar.by_id.get(id(e))
         if hit is not None:
             return hit[1]
-        if not _has_refs(e):
+        if self._ref_free(e):
             d = _cached_fragment(e, self.memo)
         else:
             d = self.memo.get(e)
@@ -563,7 +557,8 @@ class _Builder:
             raise GrammarError(f"recursive rule cannot be inlined into an automaton: {cycle}")
         self.inlining.append(e.name)
         try:
-            if _is_leaf(target) or (e.name in self.grammar.single_use and _has_refs(target)):
+            if _is_leaf(target) or (e.name in self.grammar.single_use
+                                    and not self._ref_free(target)):
                 self.build(target, src, dst)
             else:
                 self.nfa.embed(self.fragment(target), src, dst)

@@ -206,29 +206,25 @@ def _shape(e: Expr, memo: dict | None = None) -> _Shape:
     while stack:
         x, m = stack.pop()
         t = type(x)
-        if t is Seq or t is Alt or t is Repeat:
-            size = _pure_size(x, memo)
-            if size is not None:
-                const += m * size
-            elif t is Repeat:
-                const += m
-                times = x.max if x.max is not None else x.min + 1
-                stack.append((x.item, m * max(times, 1)))
-            else:
-                const += m
-                stack.extend((i, m) for i in x.items)
-        elif t is Literal:
-            const += m * len(x.data)
-        elif t is Ref:
+        if t is Ref:
             coef[x.name] = coef.get(x.name, 0.0) + m
             uses[x.name] = uses.get(x.name, 0) + 1
-        elif t is CharSet:
-            const += m * (1 + len(x.ranges))
-        elif t is Automaton:
-            const += m * len(x.edges)
+            continue
+        size = _pure_size(x, memo)
+        if size is not None:
+            const += m * size
+        elif t is Repeat:  # composite nodes that refer to rules: walked
+            const += m
+            stack.append((x.item, m * _times(x)))
         else:
             const += m
+            stack.extend((i, m) for i in x.items)
     return _Shape(sorted(uses), uses, const, coef)
+
+
+def _times(r: Repeat) -> int:
+    """How many copies of its item a repetition counts for in the size estimate."""
+    return max(r.max if r.max is not None else r.min + 1, 1)
 
 
 def _pure_size(e: Expr, memo: dict) -> float | None:
@@ -250,8 +246,7 @@ def _pure_size(e: Expr, memo: dict) -> float | None:
         return hit[1]
     if t is Repeat:
         inner = _pure_size(e.item, memo)
-        times = e.max if e.max is not None else e.min + 1
-        size = None if inner is None else 1.0 + inner * max(times, 1)
+        size = None if inner is None else 1.0 + inner * _times(e)
     else:
         size = 1.0
         for item in e.items:
