@@ -68,43 +68,52 @@ class CharSet(Expr):
 # is never carried to a process whose string hashes differ.
 
 
-class _Items(Expr):
-    """Seq and Alt: a tuple of items, the hash kept."""
+class _Kept(Expr):
+    """A composite node whose hash is kept; ``_fields()`` are its values, in order."""
 
     __slots__ = ()
 
+    def _fields(self) -> tuple:
+        raise NotImplementedError
+
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_hash", hash((type(self), self.items)))
+        object.__setattr__(self, "_hash", hash((type(self),) + self._fields()))
 
     def __hash__(self) -> int:
         return self._hash
 
     def __eq__(self, other) -> bool:
         return self is other or (type(other) is type(self) and self._hash == other._hash
-                                 and self.items == other.items)
+                                 and self._fields() == other._fields())
 
     def __reduce__(self):
-        return type(self), (self.items,)
+        return type(self), self._fields()
 
 
 @dataclass(frozen=True, slots=True, eq=False)
-class Seq(_Items):
+class Seq(_Kept):
     """Matches the concatenation of its items (two or more)."""
 
     items: tuple[Expr, ...]
     _hash: int = field(default=0, init=False, repr=False, compare=False)
 
+    def _fields(self) -> tuple:
+        return (self.items,)
+
 
 @dataclass(frozen=True, slots=True, eq=False)
-class Alt(_Items):
+class Alt(_Kept):
     """Matches any one of its items (two or more). Order carries no meaning."""
 
     items: tuple[Expr, ...]
     _hash: int = field(default=0, init=False, repr=False, compare=False)
 
+    def _fields(self) -> tuple:
+        return (self.items,)
+
 
 @dataclass(frozen=True, slots=True, eq=False)
-class Repeat(Expr):
+class Repeat(_Kept):
     """Matches ``item`` repeated between ``min`` and ``max`` times (``max=None``: unbounded)."""
 
     item: Expr
@@ -112,19 +121,8 @@ class Repeat(Expr):
     max: int | None
     _hash: int = field(default=0, init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_hash", hash((Repeat, self.item, self.min, self.max)))
-
-    def __hash__(self) -> int:
-        return self._hash
-
-    def __eq__(self, other) -> bool:
-        return self is other or (type(other) is Repeat and self._hash == other._hash
-                                 and self.min == other.min and self.max == other.max
-                                 and self.item == other.item)
-
-    def __reduce__(self):
-        return Repeat, (self.item, self.min, self.max)
+    def _fields(self) -> tuple:
+        return (self.item, self.min, self.max)
 
 
 @dataclass(frozen=True, slots=True)
