@@ -410,6 +410,54 @@ def no_memo():
 RUN_MAX = 8  # items a DFA run inside an Earley sub-parse may carry
 
 
+# ------------------------------------------------------------------ stationary sets
+#
+# Inside a loop of a called rule that may end at every byte (an identifier, a number), each
+# byte of the loop builds an Earley set equal to the one before: the same items with the same
+# origins, except that items predicted in the new set have it as origin where those of the
+# earlier set have the earlier one. Reading the new set's index as the earlier one's maps the
+# whole parse onto the parse that ends at the earlier set (every later step only reads the
+# last set and the sets its items name as origins), so the walk keeps the earlier set as the
+# last one and remembers the byte's class: the next byte of that class below is then no
+# parse step at all.
+#   stat int32[n_sets, STAT_WORDS]: per set, the 256-bit set of classes known to leave it as
+#                                   it is (cleared whenever the set is built anew)
+
+STAT_WORDS = 8
+#: Sets larger than this are not compared (quadratic).
+STAT_MAX_ITEMS = 32
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _same_as_previous(items, sets, meta):
+    """Whether the last Earley set equals the one before it: the same (state, origin) items,
+    an origin in the last set read as the one before (then the parse goes on from the earlier
+    set exactly as from the last: it refers to the same sets, or to one equal to it)."""
+    k1 = meta[M_NSETS] - 1
+    k = k1 - 1
+    if k < 1:
+        return False
+    a0 = sets[k]
+    a1 = sets[k1]
+    b0 = sets[k1]
+    b1 = meta[M_NITEMS]
+    if a1 - a0 != b1 - b0 or b1 - b0 > STAT_MAX_ITEMS:
+        return False
+    for m in range(b0, b1):
+        s = items[m, 0]
+        o = items[m, 1]
+        if o == k1:
+            o = k
+        found = False
+        for q in range(a0, a1):
+            if items[q, 0] == s and items[q, 1] == o:
+                found = True
+                break
+        if not found:
+            return False
+    return True
+
+
 @nb.njit(cache=True, nogil=True)
 def _plain_items(g, items, sets, meta, run_s, run_o, d):
     """Copies the items of the last set into ``run_s[d]``/``run_o[d]`` when there are at most
@@ -488,7 +536,8 @@ def walk_range(g, state0, i0, i1, depth0, u0, items, sets, htab, meta, tok_bytes
     calls rules); and, inside the sub-parse, a DFA run while the parse is a few items whose
     states neither accept nor call (strings and keys inside called rules): each item steps its
     DFA and no Earley set is built for those bytes, since no later item can have its origin
-    there; the run ends in a new set once a state accepts or calls.
+    there; the run ends in a new set once a state accepts or calls. And where a byte leaves
+    the parse as it was (see "stationary sets"), no set is built for it.
     """
     states = np.empty(max_depth + 2, dtype=np.int32)
     unc = np.zeros(max_depth + 2, dtype=np.bool_)
@@ -513,6 +562,8 @@ def walk_range(g, state0, i0, i1, depth0, u0, items, sets, htab, meta, tok_bytes
     crow = memo[MT_CROW]
     cfirst = memo[MT_CFIRST]
     reg_end, reg_d, reg_k, reg_n = -1, 0, 0, 0
+    # byte classes known to leave each set as it is (rows allocated with the first sub-parse)
+    stat = np.zeros((0, STAT_WORDS), dtype=np.int32)
     i = i0
     while i < i1:
         if reg_end >= 0:
@@ -571,6 +622,9 @@ def walk_range(g, state0, i0, i1, depth0, u0, items, sets, htab, meta, tok_bytes
                 if f & F_CALLS and not plain:
                     if _start_subparse(g, s, items, sets, htab, meta) == FULL:
                         return FULL
+                    if stat.shape[0] < sets.shape[0]:
+                        stat = np.zeros((sets.shape[0], STAT_WORDS), dtype=np.int32)
+                    stat[meta[M_NSETS] - 1, :] = 0
                     sub = pushed
                     nsets_at[pushed] = meta[M_NSETS]
                     run_n[pushed] = 0
@@ -611,15 +665,28 @@ def walk_range(g, state0, i0, i1, depth0, u0, items, sets, htab, meta, tok_bytes
                     if r == FULL:
                         return FULL
                     run_n[pushed + 1] = 0
+                    stat[meta[M_NSETS] - 1, :] = 0
                 else:
                     r = OK
             else:
-                r = push_byte(g, items, sets, htab, meta, b)
-                if r == FULL:
-                    return FULL
-                if r == OK:
-                    run_n[pushed + 1] = _plain_items(g, items, sets, meta, run_s, run_o,
-                                                     pushed + 1)
+                k = meta[M_NSETS] - 1
+                c = g[HEADER + b]
+                if (stat[k, c >> 5] >> (c & 31)) & 1:
+                    r = OK  # the set stays the last one
+                    run_n[pushed + 1] = 0
+                else:
+                    r = push_byte(g, items, sets, htab, meta, b)
+                    if r == FULL:
+                        return FULL
+                    if r == OK:
+                        if _same_as_previous(items, sets, meta):
+                            pop_to(sets, meta, k + 1)
+                            stat[k, c >> 5] |= np.int32(1) << np.int32(c & 31)
+                            run_n[pushed + 1] = 0
+                        else:
+                            stat[k + 1, :] = 0
+                            run_n[pushed + 1] = _plain_items(g, items, sets, meta, run_s,
+                                                             run_o, pushed + 1)
             if r != OK:
                 j = min(skip[p + pushed], i1)
                 n_unc = _dead_prefix(i, j, u, unc_out, n_unc)
