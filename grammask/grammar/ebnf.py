@@ -39,6 +39,7 @@ Residual differences from Lark (cases where Lark's scanner looks further into th
 
 from __future__ import annotations
 
+import copy
 import functools
 import re
 from dataclasses import dataclass
@@ -115,7 +116,7 @@ def _load(text: str):
     if "%declare" in text:
         _refuse_declare(text)
     try:
-        builder = GrammarBuilder()
+        builder = _builder_class(GrammarBuilder)()
         builder.load_grammar(text, "<string>")
         return builder.build()
     except LarkGrammarError as e:
@@ -130,6 +131,59 @@ def _load(text: str):
             from None
     except RecursionError:
         raise GrammarError("Lark grammar is nested too deeply") from None
+
+
+#: ``%import`` results of Lark's bundled grammars, by (module, aliases): the definitions
+#: they add (kept pristine: every use gets a copy) and the files they read.
+_IMPORTS: dict = {}
+_IMPORTS_MAX = 256
+
+
+@functools.lru_cache(maxsize=None)
+def _builder_class(base):
+    """Lark's GrammarBuilder, remembering what an ``%import`` of a bundled grammar gives.
+
+    Lark parses the imported file again for every grammar that imports from it (``%import
+    common.NUMBER`` reads and parses all of common.lark: about half of the time to load a
+    small grammar). An import from Lark's own grammars, with no import paths and from the
+    top-level grammar, depends only on the module and the aliases, so its definitions are
+    computed once and copied in afterwards. Anything else goes to Lark as it is."""
+
+    from lark.exceptions import GrammarError as LarkGrammarError
+
+    class CachingBuilder(base):
+        def do_import(self, dotted_path, base_path, aliases, base_mangle=None):
+            if base_mangle is not None or self.import_paths or len(_IMPORTS) >= _IMPORTS_MAX:
+                return super().do_import(dotted_path, base_path, aliases, base_mangle)
+            key = (tuple(dotted_path), tuple(sorted(aliases.items())))
+            hit = _IMPORTS.get(key)
+            if hit is None:
+                before = dict(self._definitions)
+                files = dict(self.used_files)
+                super().do_import(dotted_path, base_path, aliases, base_mangle)
+                added = {k: v for k, v in self._definitions.items()
+                         if k not in before or before[k] is not v}
+                read = {k: v for k, v in self.used_files.items() if k not in files}
+                if not all(_is_bundled(f) for f in read):  # a user file of that name
+                    return None
+                _IMPORTS[key] = (copy.deepcopy(added), read)
+                return None
+            added, read = hit
+            grammar_path = "/".join(dotted_path) + ".lark"
+            for name in added:
+                if name in self._definitions:
+                    raise LarkGrammarError(f"Cannot import '{name}' from '{grammar_path}': "
+                                           "Symbol already defined.")
+            self._definitions.update(copy.deepcopy(added))
+            self.used_files.update(read)
+            return None
+
+    return CachingBuilder
+
+
+def _is_bundled(path) -> bool:
+    """Whether Lark read ``path`` from its own package (its grammars: common, unicode...)."""
+    return getattr(path, "pkg_name", None) == "lark"
 
 
 def _refuse_declare(text: str) -> None:

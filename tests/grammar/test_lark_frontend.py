@@ -425,3 +425,33 @@ def test_unicode_literals_and_ranges():
 
 def test_missing_import():
     assert "nothere" in error_of("%import nothere.X\nstart: X\n")
+
+
+@needs_regex
+def test_imports_of_lark_grammars_are_kept_and_copied(monkeypatch):
+    """An ``%import`` from Lark's own grammars is parsed once and copied into later grammars:
+    the IR equals the one built with nothing kept, aliases give their own entries, a copy is
+    not shared with the next grammar, and a clash with a rule of the grammar still fails."""
+    import grammask.grammar.ebnf as ebnf
+
+    texts = [
+        "start: NUMBER NAME\n%import common.NUMBER\n%import common.CNAME -> NAME\n"
+        "%import common.WS_INLINE\n%ignore WS_INLINE\n",
+        "start: NAME\n%import common.LETTER -> NAME\n",
+        "start: NAME NUMBER\n%import common.CNAME -> NAME\n%import common.NUMBER\n",
+    ]
+    monkeypatch.setattr(ebnf, "_IMPORTS", {})
+    first = [grammar_from_lark(t) for t in texts]
+    kept = dict(ebnf._IMPORTS)
+    assert len(kept) == 3  # one entry per import statement group: module and aliases
+    again = [grammar_from_lark(t) for t in texts]
+    assert ebnf._IMPORTS == kept
+    for a, b in zip(first, again):  # (automaton nodes compare by identity: compare the text)
+        assert repr(a.rules) == repr(b.rules)
+    assert matches(again[1], b"a") and not matches(again[1], b"ab")
+    assert matches(again[0], b"12 x_1") and not matches(again[0], b"x 12")
+    # the same import as texts[2] (kept), clashing with the grammar's own NUMBER
+    clash = 'start: NAME NUMBER\nNUMBER: "1"\n%import common.CNAME -> NAME\n%import common.NUMBER\n'
+    with pytest.raises(GrammarError, match="NUMBER"):
+        grammar_from_lark(clash)
+    assert ebnf._IMPORTS == kept
