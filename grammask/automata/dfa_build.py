@@ -52,7 +52,18 @@ FRAGMENT_CACHE_BYTES = 32 << 20
 #: A reference-free alternation of at least this many items is copied in as a fragment.
 ALT_FRAGMENT = 8
 
-CallSymbol = Callable[[str], "int | Expr"]
+CallSymbol = Callable[[str], "int | RunCall | Expr"]
+
+
+class RunCall:
+    """What a call-symbol function returns for a rule built as a *run* (see
+    :mod:`grammask.automata.rule_automata`): the reference becomes "nothing, or one edge on
+    call symbol ``sym``", the edge standing for one to ``max`` of the run's bytes."""
+
+    __slots__ = ("sym",)
+
+    def __init__(self, sym: int):
+        self.sym = sym
 
 _I32 = np.int32
 
@@ -551,6 +562,10 @@ class _Builder:
         target = self.call_symbol(e.name)
         if isinstance(target, int):
             self.nfa.calls += (src, target, dst)
+            return
+        if type(target) is RunCall:
+            self.nfa.eps += (src, dst)
+            self.nfa.calls += (src, target.sym, dst)
             return
         if e.name in self.inlining:
             cycle = " -> ".join(self.inlining + [e.name])

@@ -66,8 +66,10 @@ class MaskCache:
         self.lcap = MC.pack_limits(LCAP, max(self._max_depth, LCAP + 1))
         n_blocks = int(g[E.H_NBLOCKS])
         width = (LCAP + 3) ** 2
-        sizes = [int(g[g[E.H_BLOCKS] + b * E.BLOCK_ROW + E.B_QQ]) * width
-                 for b in range(n_blocks)]
+        rows = g[g[E.H_BLOCKS]:g[E.H_BLOCKS] + n_blocks * E.BLOCK_ROW].reshape(-1, E.BLOCK_ROW)
+        # a run (see mask_kernels.earley) has one entry per count instead
+        sizes = np.where(rows[:, E.B_CONT] >= 0, rows[:, E.B_MAX] + 1,
+                         rows[:, E.B_QQ] * width).tolist()
         slots = np.full(n_blocks + 1 + sum(sizes), -1, dtype=np.int32)
         pos = n_blocks + 1
         for b, size in enumerate(sizes):

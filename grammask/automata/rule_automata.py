@@ -24,6 +24,7 @@ from ..grammar.ir import refs_of
 from ..grammar.ir import (
     Alt,
     Automaton,
+    ByteSet,
     CharSet,
     Expr,
     Grammar,
@@ -32,10 +33,15 @@ from ..grammar.ir import (
     Repeat,
     Seq,
 )
-from ..mask_kernels.dfa_kernels import derivable, layout_rules
-from ..mask_kernels.earley import F_ACCEPT, F_BYTES, F_CALLS, pack_grammar
+from ..mask_kernels.dfa_kernels import derivable, layout_rules, run_blocks, split_runs
+from ..mask_kernels.earley import (
+    F_ACCEPT,
+    F_BYTES,
+    F_CALLS,
+    pack_grammar,
+)
 from .counter_blocks import CounterBlock, extract_counter_blocks
-from .dfa_build import GrammarDfas, RuleDfa, dfa_without_calls, rule_dfa_reference
+from .dfa_build import GrammarDfas, RuleDfa, RunCall, dfa_without_calls, rule_dfa_reference
 
 #: A rule whose estimated automaton size is at most this is inlined wherever it is used.
 INLINE_SMALL = 256
@@ -48,6 +54,10 @@ INLINE_ONCE = 50_000
 INLINE_LEAF = 8192
 #: ...or when its minimal DFA has at most this many states (see _small_big_leaves).
 INLINE_LEAF_STATES = 4096
+#: An inlined rule that is a possibly empty run of one-byte characters, at least this long
+#: (and at most RUN_MAX), is a run: one edge in the DFAs, virtual states in the tables.
+RUN_MIN = 4
+RUN_MAX = 1024
 
 
 @dataclass(frozen=True)
@@ -63,12 +73,15 @@ class RuleAutomata:
     state_base: np.ndarray  # rule index -> first global state
 
 
-def build_rule_automata(grammar: Grammar, *, method: str = "fast") -> RuleAutomata:
+def build_rule_automata(grammar: Grammar, *, method: str = "fast",
+                        runs: bool = True) -> RuleAutomata:
     """Compiles ``grammar`` into rule DFAs. Raises GrammarError for undefined rules, a grammar
     whose language is empty, or automata past the size limits.
 
     ``method="reference"`` builds each rule's DFA with the pure-Python toolkit instead of the
-    Numba kernels (same result, slower; for tests and benchmarks).
+    Numba kernels (same result, slower; for tests and benchmarks). ``runs=False`` writes out
+    bounded runs of one-byte characters as states (see ``_Runs``; the reference method always
+    does): the same language, more table states.
     """
     if method not in ("fast", "reference"):
         raise ValueError(f"unknown method {method!r}")
@@ -80,12 +93,18 @@ def build_rule_automata(grammar: Grammar, *, method: str = "fast") -> RuleAutoma
         keep, uses = _analyse(grammar, set(blocks), set(big_leaves))
 
     index = {name: i for i, name in enumerate(keep)}
+    runs = _Runs(rules if runs and method == "fast" else {}, set(keep), len(keep))
 
     def call_symbol(ref_name: str):
         i = index.get(ref_name)
-        return i if i is not None else rules[ref_name]
+        if i is not None:
+            return i
+        j = runs.index.get(ref_name)
+        return RunCall(runs.n_rules + j) if j is not None else rules[ref_name]
 
-    builder = GrammarDfas(call_symbol, single_use={n for n, k in uses.items() if k <= 1})
+    single_use = {n for n, k in uses.items() if k <= 1}
+    builder = GrammarDfas(call_symbol, single_use=single_use)
+    plain = None  # a builder without runs, for rules whose runs cannot stay edges
     for name, dfa in big_leaves.items():
         # built by _small_big_leaves with every reference inlined: what inlining gives here
         builder.memo[rules[name]] = dfa
@@ -99,30 +118,41 @@ def build_rule_automata(grammar: Grammar, *, method: str = "fast") -> RuleAutoma
                 dfas.append(builder.rule_dfa(stand_in) if method == "fast"
                             else rule_dfa_reference(stand_in, call_symbol))
             elif method == "fast":
-                dfas.append(builder.rule_dfa(rules[name]))
+                d = builder.rule_dfa(rules[name])
+                if runs.split(d) is None:
+                    if plain is None:
+                        plain = GrammarDfas(lambda n: index[n] if n in index else rules[n],
+                                            single_use=single_use)
+                    d = plain.rule_dfa(rules[name])
+                dfas.append(d)
             else:
                 dfas.append(rule_dfa_reference(rules[name], call_symbol))
         except GrammarError as exc:
             raise GrammarError(f"in rule {name!r}: {exc}") from None
 
     start = index[grammar.start]
-    tables = _layout(dfas)
+    tables, run_edges = _layout(dfas, runs)
     productive = _derivable(tables, use_bytes=True)
     if not productive[start]:
         raise GrammarError(
             f"the grammar's language is empty: start rule {grammar.start!r} derives no string"
         )
     if not productive.all():
-        dfas = [dfa_without_calls(d, productive.__getitem__) for d in dfas]
+        n_rules = runs.n_rules
+        dfas = [dfa_without_calls(d, lambda sym: sym >= n_rules or productive[sym])
+                for d in dfas]
     # keep only rules still reachable from the start through live call edges
-    live = _live_rules(dfas, start)
+    live = _live_rules(dfas, start, runs.n_rules)
     names = tuple(keep[i] for i in live)
     if len(live) < len(dfas) or not productive.all():
         renum = {old: new for new, old in enumerate(live)}
+        for j in range(len(runs.max)):
+            renum[runs.n_rules + j] = len(live) + j
         dfas = [_renumber_calls(dfas[i], renum) for i in live]
+        runs.n_rules = len(live)
         start = renum[start]
-        tables = _layout(dfas)
-    return _assemble(names, start, tables, blocks)
+        tables, run_edges = _layout(dfas, runs)
+    return _assemble(names, start, tables, blocks, runs, run_edges)
 
 
 # --------------------------------------------------------------------------- rule analysis
@@ -366,7 +396,7 @@ def _derivable(t: _Tables, use_bytes: bool) -> np.ndarray:
                      t.rule_start, use_bytes).astype(bool)
 
 
-def _live_rules(dfas: list[RuleDfa], start: int) -> list[int]:
+def _live_rules(dfas: list[RuleDfa], start: int, n_rules: int) -> list[int]:
     seen = {start}
     order = [start]
     i = 0
@@ -375,7 +405,7 @@ def _live_rules(dfas: list[RuleDfa], start: int) -> list[int]:
         i += 1
         used = d.call_syms[(d.calls >= 0).any(axis=0)]
         for sym in used.tolist():
-            if sym not in seen:
+            if sym < n_rules and sym not in seen:  # (symbols from n_rules on are runs)
                 seen.add(sym)
                 order.append(sym)
     return sorted(order)
@@ -387,6 +417,98 @@ def _renumber_calls(d: RuleDfa, renum: dict[int, int]) -> RuleDfa:
     # renumbering keeps the order of the live rules, so the columns stay sorted
     syms = np.array([renum[s] for s in d.call_syms.tolist()], dtype=np.int32)
     return RuleDfa(d.bounds, d.trans, d.accept, syms, d.calls)
+
+
+# --------------------------------------------------------------------------- runs
+
+
+_NO_TAG = np.zeros(256, dtype=np.int32)
+
+
+class _Runs:
+    """Runs: inlined rules that are a possibly empty run of at most ``n`` one-byte characters
+    (JSON's ``ws``: ``[ \t\n\r]{0,20}``). Each reference is built as "nothing, or one edge on
+    the run's call symbol" (symbols from ``n_rules`` on; see dfa_build.RunCall), so a DFA has
+    one state before and one after each run instead of ``n + 1``; the tables then lead the
+    state before into virtual states "c bytes read, then the state after"
+    (mask_kernels.earley, "Runs").
+
+    That is exact when the state before has no edge on the run's bytes but the run's (it has
+    the state after's other edges already: the run may be empty), and the state after has
+    none on them and no run of its own, so a run byte always continues the run. A rule whose
+    DFA breaks this (a run right after a run, say) is built without runs."""
+
+    def __init__(self, rules: dict, kept: set[str], n_rules: int):
+        self.n_rules = n_rules
+        self.index: dict[str, int] = {}
+        self.max: list[int] = []
+        self.bytes: list[np.ndarray] = []
+        for name, body in rules.items():
+            if name in kept or type(body) is not Repeat or body.min != 0 or body.max is None \
+                    or not RUN_MIN <= body.max <= RUN_MAX:
+                continue
+            item = body.item
+            if type(item) not in (CharSet, ByteSet) or not item.ranges \
+                    or item.ranges[-1][1] >= 0x80:
+                continue
+            mask = np.zeros(256, dtype=bool)
+            for lo, hi in item.ranges:
+                mask[lo:hi + 1] = True
+            self.index[name] = len(self.max)
+            self.max.append(body.max)
+            self.bytes.append(mask)
+        # for the layout: bytes of different runs (or of none) never share a class
+        self.tag = _NO_TAG
+        self.byte_sets = np.zeros((len(self.max), 256), dtype=np.bool_)
+        if self.bytes:
+            self.byte_sets = np.stack(self.bytes)
+            _, tag = np.unique(self.byte_sets.T, axis=0, return_inverse=True)
+            self.tag = tag.reshape(256).astype(np.int32)
+        self._split: dict[int, tuple] = {}  # id(dfa) -> (dfa, split(dfa))
+
+    def split(self, d: RuleDfa):
+        """``d`` without its run edges, its byte classes cut at the runs' bytes, and those
+        edges as (state before, run, state after) arrays; (d, None) without run edges; None
+        when one cannot stay an edge (see the class). Kept on ``d`` (immutable)."""
+        hit = self._split.get(id(d))
+        if hit is not None and hit[0] is d:
+            return hit[1]
+        if not self.max:
+            out = (d, None)
+        else:
+            status, bounds, trans, rows, src, run, dst = split_runs(
+                d.bounds, d.trans, d.calls, d.call_syms, d.call_rows, self.n_rules,
+                self.byte_sets)
+            out = (None if status < 0 else (d, None) if status > 0
+                   else (_Flat(bounds, trans, d.accept, rows), (src, run, dst)))
+        self._split[id(d)] = (d, out)
+        return out
+
+    def blocks(self, t: _Tables, edges: tuple, first: int) -> tuple:
+        """The run blocks (pack_grammar's ``runs``), one per (run, state after), numbered
+        from virtual state ``first``; leads the states before into them (``t`` is changed)."""
+        src, run, dst = edges
+        has_bytes = np.zeros(t.trans.shape[0], dtype=np.int8)
+        inner, rows = run_blocks(t.trans, has_bytes, t.rule_of, t.byte_class, src, run, dst,
+                                 np.asarray(self.max, dtype=np.int64), self.byte_sets, first)
+        t.flags[has_bytes != 0] |= F_BYTES
+        return inner, rows
+
+
+class _Flat:
+    """A rule DFA as the layout reads it."""
+
+    __slots__ = ("accept", "bounds", "call_rows", "trans")
+
+    def __init__(self, bounds, trans, accept, call_rows):
+        self.bounds = bounds
+        self.trans = trans
+        self.accept = accept
+        self.call_rows = call_rows
+
+    @property
+    def n_states(self) -> int:
+        return self.trans.shape[0]
 
 
 # --------------------------------------------------------------------------- assembly
@@ -408,10 +530,18 @@ class _Tables:
     rule_start: np.ndarray  # int32[n_rules]
 
 
-def _layout(dfas: list[RuleDfa]) -> _Tables:
+def _layout(dfas: list[RuleDfa], runs: _Runs) -> tuple[_Tables, tuple | None]:
+    """The tables of ``dfas`` with their run edges taken out, and those edges as global
+    (state, run, state after the run) arrays (None: no run edge)."""
+    split = [runs.split(d) for d in dfas]
+    dfas = [d for d, _ in split]
     sizes = np.array([d.n_states for d in dfas], dtype=np.int64)
     base = np.zeros(len(dfas) + 1, dtype=np.int64)
     np.cumsum(sizes, out=base[1:])
+    edges = [(e[0] + base[r], e[1], e[2] + base[r]) for r, (_, e) in enumerate(split)
+             if e is not None]
+    run_edges = (tuple(np.concatenate([e[k] for e in edges]) for k in range(3))
+                 if edges else None)
     n_states = int(base[-1])
     if n_states >= 2**31 - 1:
         raise GrammarError("grammar too large: more than 2**31 automaton states")
@@ -423,6 +553,7 @@ def _layout(dfas: list[RuleDfa]) -> _Tables:
         np.concatenate([d.bounds for d in dfas]),
         np.concatenate([d.call_rows for d in dfas]),
         np.array([len(d.call_rows) // 3 for d in dfas], dtype=np.int64),
+        runs.tag if run_edges is not None else _NO_TAG,
     )
     accept = np.concatenate([d.accept for d in dfas])
     flags = (np.where(accept, F_ACCEPT, 0) | np.where(has_bytes, F_BYTES, 0)
@@ -437,11 +568,12 @@ def _layout(dfas: list[RuleDfa]) -> _Tables:
         call_rule=call_rule,
         call_dst=call_dst,
         rule_start=base[:-1].astype(np.int32),  # every rule DFA starts at its state 0
-    )
+    ), run_edges
 
 
 def _assemble(names: tuple[str, ...], start_rule: int, t: _Tables,
-              blocks: dict[str, CounterBlock] | None = None) -> RuleAutomata:
+              blocks: dict[str, CounterBlock] | None = None, runs: _Runs | None = None,
+              run_edges: tuple | None = None) -> RuleAutomata:
     nullable = _derivable(t, use_bytes=False).astype(np.int32)
     n_classes = t.trans.shape[1]
     block_rows = []
@@ -452,8 +584,13 @@ def _assemble(names: tuple[str, ...], start_rule: int, t: _Tables,
             unbounded = block.max is None
             n = block.min if unbounded else block.max
             block_rows.append((r, block.min, n, unbounded, i0, inner, has_bytes))
+    run_blocks = None
+    if run_edges is not None:
+        first = t.trans.shape[0] + sum((int(n) + 1) * inner.shape[0]
+                                       for _, _, n, _, _, inner, _ in block_rows)
+        run_blocks = runs.blocks(t, run_edges, first)
     try:
-        blob = _pack(t, nullable, start_rule, block_rows)
+        blob = _pack(t, nullable, start_rule, block_rows, run_blocks)
     except OverflowError as exc:
         raise GrammarError(f"grammar too large: {exc}") from None
     return RuleAutomata(
@@ -467,7 +604,8 @@ def _assemble(names: tuple[str, ...], start_rule: int, t: _Tables,
     )
 
 
-def _pack(t: _Tables, nullable: np.ndarray, start_rule: int, block_rows: list) -> np.ndarray:
+def _pack(t: _Tables, nullable: np.ndarray, start_rule: int, block_rows: list,
+          run_blocks: tuple | None = None) -> np.ndarray:
     return pack_grammar(
         t.byte_class,
         t.trans,
@@ -480,4 +618,5 @@ def _pack(t: _Tables, nullable: np.ndarray, start_rule: int, block_rows: list) -
         nullable,
         start_rule,
         block_rows,
+        run_blocks,
     )

@@ -788,15 +788,16 @@ def derivable(trans, accept, call_ptr, call_rule, call_dst, rule_start, use_byte
 
 
 @nb.njit(cache=True, nogil=True)
-def layout_rules(sizes, widths, trans_flat, bounds_flat, call_rows_flat, call_counts):
+def layout_rules(sizes, widths, trans_flat, bounds_flat, call_rows_flat, call_counts, tag):
     """Numbers the rule DFAs into one state space over shared byte classes.
 
     Rule r has ``sizes[r]`` states and ``widths[r]`` byte classes; its tables come
     concatenated: transitions (row-major, local states), class bounds (``widths[r] + 1``
     values) and ``call_counts[r]`` call rows (src, rule, dst; sorted by
     src). Global state ``base[r] + s`` is state s of rule r. Bytes are cut at every rule's
-    class bounds; the intervals that every rule treats alike form one class, classes
-    numbered in order of their first byte.
+    class bounds and wherever ``tag`` (int32[256]) changes; the intervals that every rule
+    treats alike and that have the same tag form one class, classes numbered in order of
+    their first byte.
 
     Returns (byte_class int32[256], trans int32[n, n_classes], has_bytes int8[n],
     call_ptr int32[n + 1], call_rule int32[m], call_dst int32[m]).
@@ -816,6 +817,9 @@ def layout_rules(sizes, widths, trans_flat, bounds_flat, call_rows_flat, call_co
     cut = np.zeros(257, dtype=np.bool_)
     for i in range(bounds_flat.shape[0]):
         cut[bounds_flat[i]] = True
+    for b in range(1, 256):
+        if tag[b] != tag[b - 1]:
+            cut[b] = True
     iv_lo = np.empty(257, dtype=np.int32)
     n_iv = 0
     for b in range(256):
@@ -862,15 +866,18 @@ def layout_rules(sizes, widths, trans_flat, bounds_flat, call_rows_flat, call_co
     rep_hash = np.empty(n_iv, dtype=np.uint64)
     n_cls = 0
     for iv in range(n_iv):
-        x = np.uint64(1469598103934665603)
+        x = (np.uint64(1469598103934665603) ^ np.uint64(tag[iv_lo[iv]] + 1)) \
+            * np.uint64(1099511628211)
         for r in range(n_rules):
             x = (x ^ np.uint64(col_id[coff[r] + loc[r, iv]])) * np.uint64(1099511628211)
         found = -1
         for c in range(n_cls):
             if rep_hash[c] != x:
                 continue
-            same = True
+            same = tag[iv_lo[iv]] == tag[iv_lo[rep[c]]]
             for r in range(n_rules):
+                if not same:
+                    break
                 if col_id[coff[r] + loc[r, iv]] != col_id[coff[r] + loc[r, rep[c]]]:
                     same = False
                     break
@@ -923,3 +930,147 @@ def layout_rules(sizes, widths, trans_flat, bounds_flat, call_rows_flat, call_co
     for g in range(n):
         call_ptr[g + 1] += call_ptr[g]
     return byte_class, trans, has_bytes, call_ptr, call_rule, call_dst
+
+
+# --------------------------------------------------------------------------- runs
+
+
+@nb.njit(cache=True, nogil=True)
+def split_runs(bounds, trans, calls, call_syms, call_rows, n_rules, run_bytes):
+    """A rule DFA's run edges taken out (see grammask.automata.rule_automata, ``_Runs``): the
+    call columns of symbols ``n_rules + j`` are run j, of bytes ``run_bytes[j]``.
+
+    Returns (status, bounds, trans, call_rows, src, run, dst): status 1 when the DFA has no
+    run edge (the other values are the inputs), -1 when one cannot stay an edge (a state with
+    two runs; the state before or after a run with an edge on its bytes; a run right after a
+    run), else 0 with the classes cut at the runs' bytes, the call rows of rules only, and
+    the run edges (state before, run, state after)."""
+    n, k = trans.shape
+    m = call_syms.shape[0]
+    empty = np.zeros(0, dtype=np.int64)
+    first = m
+    for col in range(m):
+        if call_syms[col] >= n_rules:
+            first = col
+            break
+    if first == m:
+        return 1, bounds, trans, call_rows, empty, empty, empty
+    cls = np.empty(256, dtype=np.int32)
+    for c in range(k):
+        for b in range(bounds[c], bounds[c + 1]):
+            cls[b] = c
+    n_edges = 0
+    used = np.zeros(run_bytes.shape[0], dtype=np.bool_)
+    for s in range(n):
+        for col in range(first, m):
+            t = calls[s, col]
+            if t < 0:
+                continue
+            n_edges += 1
+            j = call_syms[col] - n_rules
+            used[j] = True
+            for col2 in range(first, m):
+                if col2 != col and calls[s, col2] >= 0:
+                    return -1, bounds, trans, call_rows, empty, empty, empty
+                if calls[t, col2] >= 0:
+                    return -1, bounds, trans, call_rows, empty, empty, empty
+            for b in range(256):
+                if run_bytes[j, b] and (trans[s, cls[b]] >= 0 or trans[t, cls[b]] >= 0):
+                    return -1, bounds, trans, call_rows, empty, empty, empty
+    src = np.empty(n_edges, dtype=np.int64)
+    run = np.empty(n_edges, dtype=np.int64)
+    dst = np.empty(n_edges, dtype=np.int64)
+    e = 0
+    for s in range(n):
+        for col in range(first, m):
+            if calls[s, col] >= 0:
+                src[e] = s
+                run[e] = call_syms[col] - n_rules
+                dst[e] = calls[s, col]
+                e += 1
+    cut = np.zeros(257, dtype=np.bool_)
+    for c in range(k + 1):
+        cut[bounds[c]] = True
+    for j in range(run_bytes.shape[0]):
+        if used[j]:
+            for b in range(1, 256):
+                if run_bytes[j, b] != run_bytes[j, b - 1]:
+                    cut[b] = True
+    k2 = 0
+    for b in range(257):
+        if cut[b]:
+            k2 += 1
+    bounds2 = np.empty(k2, dtype=np.int32)
+    i = 0
+    for b in range(257):
+        if cut[b]:
+            bounds2[i] = b
+            i += 1
+    trans2 = np.empty((n, k2 - 1), dtype=np.int32)
+    for c in range(k2 - 1):
+        o = cls[bounds2[c]]
+        for s in range(n):
+            trans2[s, c] = trans[s, o]
+    n_rows = 0
+    for r in range(call_rows.shape[0] // 3):
+        if call_rows[3 * r + 1] < n_rules:
+            n_rows += 1
+    rows = np.empty(3 * n_rows, dtype=call_rows.dtype)
+    i = 0
+    for r in range(call_rows.shape[0] // 3):
+        if call_rows[3 * r + 1] < n_rules:
+            rows[3 * i] = call_rows[3 * r]
+            rows[3 * i + 1] = call_rows[3 * r + 1]
+            rows[3 * i + 2] = call_rows[3 * r + 2]
+            i += 1
+    return 0, bounds2, trans2, rows, src, run, dst
+
+
+@nb.njit(cache=True, nogil=True)
+def run_blocks(trans, has_bytes, rule_of, byte_class, src, run, dst, run_max, run_bytes,
+               first):
+    """The run blocks of a grammar's tables: one per (run, state after it), in that order,
+    their virtual states numbered from ``first`` (a block of bound n has n + 1). Leads each
+    state before a run into its block's state "one byte read" on the run's classes (``trans``
+    and ``has_bytes`` are changed). Returns (inner int32[n_runs, n_classes]: INNER_FINAL on
+    each run's classes, else -1; rows int64[n_blocks, 4]: run, bound, rule, state after)."""
+    n, k = trans.shape
+    n_runs = run_bytes.shape[0]
+    inner = np.full((n_runs, k), -1, dtype=np.int32)
+    for j in range(n_runs):
+        for b in range(256):
+            if run_bytes[j, b]:
+                inner[j, byte_class[b]] = -2  # INNER_FINAL
+    m = src.shape[0]
+    key = np.empty(m, dtype=np.int64)
+    for e in range(m):
+        key[e] = run[e] * n + dst[e]
+    order = np.argsort(key, kind="mergesort")
+    block = np.empty(m, dtype=np.int64)
+    n_blocks = 0
+    for i in range(m):
+        e = order[i]
+        if i == 0 or key[e] != key[order[i - 1]]:
+            n_blocks += 1
+        block[e] = n_blocks - 1
+    rows = np.empty((n_blocks, 4), dtype=np.int64)
+    base = np.empty(n_blocks, dtype=np.int64)
+    nxt = first
+    for i in range(m):
+        e = order[i]
+        b = block[e]
+        if i == 0 or key[e] != key[order[i - 1]]:
+            rows[b, 0] = run[e]
+            rows[b, 1] = run_max[run[e]]
+            rows[b, 2] = rule_of[dst[e]]
+            rows[b, 3] = dst[e]
+            base[b] = nxt
+            nxt += run_max[run[e]] + 1
+    for e in range(m):
+        s = src[e]
+        j = run[e]
+        for c in range(k):
+            if inner[j, c] == -2:
+                trans[s, c] = base[block[e]] + 1
+        has_bytes[s] = 1
+    return inner, rows

@@ -15,7 +15,16 @@ Counter blocks: a rule ``X{m,n}`` with a large count and a prefix-free ``X`` is 
 Its states are *virtual*: state ``base + c * qq + i`` is "c copies of X done, inner DFA state
 i" (qq inner states, X's final state folded into the start of the next copy), and transitions
 are computed from X's small DFA. States below ``n_dense`` are ordinary table states; every
-kernel reads states through :func:`state_flags`, :func:`state_rule` and :func:`step`.
+kernel reads states through :func:`state_flags`, :func:`state_rule`, :func:`step` and
+:func:`call_state`.
+
+Runs: a bounded run of bytes inside a rule's DFA (JSON's whitespace, ``[ \t\n\r]{0,20}``,
+between every two tokens) is a block with a *continuation*: a table state ``T`` (row slot
+B_CONT, -1 for counter blocks). Its virtual state ``base + c`` is "c bytes of the run read,
+then T": a run byte leads to ``base + c + 1`` while ``c < n``, any other byte goes where T's
+does; it accepts, and calls rules, as T does, in T's rule. The table state before the run
+leads to ``base + 1`` on the run's bytes. Each run would otherwise be n + 1 table states
+wherever it is used: most states of an object's DFA.
 
 Parser state (one per matcher):
     items  int32[cap, 3]     (dfa state, origin set, next item with the same state in the set)
@@ -53,10 +62,10 @@ H_TRANS, H_FLAGS, H_RULE_OF, H_CALL_PTR, H_CALL_RULE, H_CALL_DST = 4, 5, 6, 7, 8
 H_RULE_START, H_NULLABLE, H_NCALLS, H_SIZE = 10, 11, 12, 13
 H_NDENSE, H_NBLOCKS, H_BLOCKS = 14, 15, 16
 
-# counter block rows: base state, inner states, min, max, inner start, inner table offset,
-# rule, unbounded flag, has-bytes offset, unused
+# block rows: base state, inner states, min, max, inner start, inner table offset, rule,
+# unbounded flag, has-bytes offset, continuation (runs: the table state after the run; -1)
 BLOCK_ROW = 10
-B_BASE, B_QQ, B_MIN, B_MAX, B_I0, B_INNER, B_RULE, B_UNBOUNDED, B_HASBYTES = range(9)
+B_BASE, B_QQ, B_MIN, B_MAX, B_I0, B_INNER, B_RULE, B_UNBOUNDED, B_HASBYTES, B_CONT = range(10)
 INNER_FINAL = -2
 
 #: Largest number of virtual states all counter blocks of one grammar may have.
@@ -77,6 +86,7 @@ def pack_grammar(
     nullable: np.ndarray,
     start_rule: int,
     blocks: list | None = None,
+    runs: tuple | None = None,
 ) -> np.ndarray:
     """Packs the grammar arrays into one int32 blob (one kernel argument instead of ten).
 
@@ -84,6 +94,11 @@ def pack_grammar(
     ``inner`` is X's table over the grammar's byte classes, int32[qq, n_classes], holding a
     next inner state, -1, or INNER_FINAL when X is complete. Their rules' ``rule_start`` and
     ``nullable`` entries are filled in here.
+
+    ``runs`` (see above) is ``(inner, rows)``: ``inner`` int32[n_runs, n_classes] holds
+    INNER_FINAL on each run's classes (else -1); ``rows`` int64[k, 4] lists the run blocks,
+    numbered after the counter blocks in this order, as (run, its bound n, rule,
+    continuation state). ``trans`` already leads into them (:func:`run_bases`).
     """
     n_dense, n_classes = trans.shape
     blocks = blocks or []
@@ -97,14 +112,20 @@ def pack_grammar(
         count = (int(n) + 1) * qq
         if base + count > MAX_VIRTUAL_STATES:
             raise OverflowError(f"repetition bound {n} too large")
-        rows.append([base, qq, m, n, i0, 0, rule, int(bool(unbounded)), 0, 0])
+        rows.append([base, qq, m, n, i0, 0, rule, int(bool(unbounded)), 0, -1])
         extra.append((np.asarray(inner, dtype=np.int32).ravel(),
                       np.asarray(has_bytes, dtype=np.int32)))
         rule_start[rule] = base + i0
         nullable[rule] = int(m == 0)
         base += count
+    run_inner, run_rows = runs if runs is not None else (
+        np.zeros((0, n_classes), dtype=np.int32), np.zeros((0, 4), dtype=np.int64))
+    run_base = run_bases(base, run_rows[:, 1])
+    if len(run_rows) and int(run_base[-1]) > MAX_VIRTUAL_STATES:
+        raise OverflowError("too many whitespace runs")
+    n_blocks = len(rows) + len(run_rows)
     parts = [byte_class, trans.ravel(), flags, rule_of, call_ptr, call_rule, call_dst,
-             rule_start, nullable, np.zeros(len(rows) * BLOCK_ROW, dtype=np.int32)]
+             rule_start, nullable, np.zeros(n_blocks * BLOCK_ROW, dtype=np.int32)]
     offsets = []
     pos = HEADER + 256
     for p in parts[1:]:
@@ -115,15 +136,18 @@ def pack_grammar(
         pos += len(inner)
         rows[j][B_HASBYTES] = pos
         pos += len(has_bytes)
+    run_inner_off = pos
+    if len(run_rows):
+        pos += run_inner.size + 1  # the runs' inner rows, then one has-bytes flag for all
     g = np.zeros(pos, dtype=np.int32)
-    g[H_NSTATES] = base
+    g[H_NSTATES] = int(run_base[-1]) if len(run_rows) else base
     g[H_NDENSE] = n_dense
     g[H_NCLASSES] = n_classes
     g[H_NRULES] = len(rule_start)
     g[H_START_RULE] = start_rule
     (g[H_TRANS], g[H_FLAGS], g[H_RULE_OF], g[H_CALL_PTR], g[H_CALL_RULE], g[H_CALL_DST],
      g[H_RULE_START], g[H_NULLABLE], g[H_BLOCKS]) = offsets
-    g[H_NBLOCKS] = len(rows)
+    g[H_NBLOCKS] = n_blocks
     g[H_NCALLS] = len(call_rule)
     g[H_SIZE] = pos
     g[HEADER:HEADER + 256] = byte_class
@@ -134,7 +158,29 @@ def pack_grammar(
         inner, has_bytes = extra[j]
         g[row[B_INNER]:row[B_INNER] + len(inner)] = inner
         g[row[B_HASBYTES]:row[B_HASBYTES] + len(has_bytes)] = has_bytes
+    if len(run_rows):
+        g[run_inner_off:run_inner_off + run_inner.size] = run_inner.ravel()
+        g[pos - 1] = 1
+        table = g[g[H_BLOCKS] + len(rows) * BLOCK_ROW:
+                  g[H_BLOCKS] + n_blocks * BLOCK_ROW].reshape(-1, BLOCK_ROW)
+        table[:, B_BASE] = run_base[:-1]
+        table[:, B_QQ] = 1
+        table[:, B_MAX] = run_rows[:, 1]
+        table[:, B_INNER] = run_inner_off + run_rows[:, 0] * n_classes
+        table[:, B_RULE] = run_rows[:, 2]
+        table[:, B_HASBYTES] = pos - 1
+        table[:, B_CONT] = run_rows[:, 3]
     return g
+
+
+def run_bases(first: int, bounds: np.ndarray) -> np.ndarray:
+    """The first virtual state of each run block (a run of bound n has n + 1 states, count 0
+    included though never used), starting at ``first``; one more entry: the end."""
+    out = np.empty(len(bounds) + 1, dtype=np.int64)
+    out[0] = first
+    np.cumsum(np.asarray(bounds, dtype=np.int64) + 1, out=out[1:])
+    out[1:] += first
+    return out
 
 
 # --------------------------------------------------------------------------- state access
@@ -160,6 +206,12 @@ def state_flags(g, s):
     if s < g[H_NDENSE]:
         return g[g[H_FLAGS] + s]
     b = block_of(g, s)
+    t = g[b + B_CONT]
+    if t >= 0:  # a run: T's flags, and the run's bytes while there is room
+        f = g[g[H_FLAGS] + t]
+        if s - g[b + B_BASE] < g[b + B_MAX]:
+            f |= F_BYTES
+        return f
     qq = g[b + B_QQ]
     rel = s - g[b + B_BASE]
     c = rel // qq
@@ -187,6 +239,13 @@ def step(g, s, cls):
     b = block_of(g, s)
     qq = g[b + B_QQ]
     base = g[b + B_BASE]
+    cont = g[b + B_CONT]
+    if cont >= 0:  # a run
+        if g[g[b + B_INNER] + cls] != INNER_FINAL:
+            return g[g[H_TRANS] + cont * g[H_NCLASSES] + cls]
+        if s - base >= g[b + B_MAX]:
+            return -1
+        return s + 1
     rel = s - base
     c = rel // qq
     i = rel - c * qq
@@ -202,6 +261,15 @@ def step(g, s, cls):
     if j < 0:
         return -1
     return base + c * qq + j
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def call_state(g, s):
+    """The table state whose call edges ``s`` has: itself, a run's continuation, or -1 (a
+    counter block's states call nothing)."""
+    if s < g[H_NDENSE]:
+        return s
+    return g[block_of(g, s) + B_CONT]
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -266,7 +334,8 @@ def _closure(g, items, sets, htab, meta, k, stamp):
         j += 1
         f = state_flags(g, s)
         if f & F_CALLS:
-            for e in range(g[call_ptr_o + s], g[call_ptr_o + s + 1]):
+            cs = call_state(g, s)
+            for e in range(g[call_ptr_o + cs], g[call_ptr_o + cs + 1]):
                 r = g[call_rule_o + e]
                 if _add(items, htab, meta, k, g[rule_start_o + r], k, stamp) == FULL:
                     return FULL
@@ -277,7 +346,9 @@ def _closure(g, items, sets, htab, meta, k, stamp):
             r = state_rule(g, s)
             for m in range(sets[o], sets[o + 1]):
                 s2 = items[m, 0]
-                if s2 < n_dense and g[flags_o + s2] & F_CALLS:
+                if s2 >= n_dense:
+                    s2 = call_state(g, s2)
+                if s2 >= 0 and g[flags_o + s2] & F_CALLS:
                     for e in range(g[call_ptr_o + s2], g[call_ptr_o + s2 + 1]):
                         if g[call_rule_o + e] == r:
                             if _add(items, htab, meta, k, g[call_dst_o + e], items[m, 1],

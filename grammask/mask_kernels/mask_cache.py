@@ -34,6 +34,7 @@ import numpy as np
 
 from .earley import (
     B_BASE,
+    B_CONT,
     B_MAX,
     B_MIN,
     B_QQ,
@@ -1414,6 +1415,8 @@ def slot_index(g, s, limits):
     lcap = limits & 0xFFFF
     huge = limits >> 16
     b = block_of(g, s)
+    if g[b + B_CONT] >= 0:  # a run: one entry per count
+        return (b - g[H_BLOCKS]) // BLOCK_ROW, s - g[b + B_BASE]
     qq = g[b + B_QQ]
     rel = s - g[b + B_BASE]
     c = rel // qq
@@ -1436,6 +1439,8 @@ def slot_is_clamped(g, s, limits):
     (between ``lcap`` and ``huge``) from a bound: its tokens longer than ``lcap`` bytes must
     then be left uncertain."""
     lcap = limits & 0xFFFF
+    if g[block_of(g, s) + B_CONT] >= 0:
+        return False
     _, idx = slot_index(g, s, limits)
     width = lcap + 3
     return idx % width == lcap + 1 or (idx // width) % width == lcap + 1
