@@ -88,12 +88,20 @@ def build_rule_automata(grammar: Grammar, *, method: str = "fast",
     grammar, blocks = extract_counter_blocks(grammar)
     rules = grammar.rules
     keep, uses = _analyse(grammar, set(blocks))
-    big_leaves = _small_big_leaves(grammar, keep, set(blocks))
+    use_runs = runs and method == "fast"
+    # big leaves get their runs as edges too, on symbols above every rule's for now
+    early = _Runs(rules if use_runs else {}, set(keep), len(rules) + 1)
+    big_leaves = _small_big_leaves(grammar, keep, set(blocks), early)
     if big_leaves:
         keep, uses = _analyse(grammar, set(blocks), set(big_leaves))
 
     index = {name: i for i, name in enumerate(keep)}
-    runs = _Runs(rules if runs and method == "fast" else {}, set(keep), len(keep))
+    runs = _Runs(rules if use_runs else {}, set(keep), len(keep))
+    if early.index != runs.index:
+        big_leaves = {}
+    elif early.index:
+        renum = {early.n_rules + j: runs.n_rules + j for j in range(len(early.max))}
+        big_leaves = {name: _renumber_calls(d, renum) for name, d in big_leaves.items()}
 
     def call_symbol(ref_name: str):
         i = index.get(ref_name)
@@ -158,16 +166,23 @@ def build_rule_automata(grammar: Grammar, *, method: str = "fast",
 # --------------------------------------------------------------------------- rule analysis
 
 
-def _small_big_leaves(grammar: Grammar, keep: list[str],
-                      blocks: set[str]) -> dict[str, RuleDfa]:
+def _small_big_leaves(grammar: Grammar, keep: list[str], blocks: set[str],
+                      runs: _Runs) -> dict[str, RuleDfa]:
     """Kept rules that call nothing (once their callees are inlined) whose size estimate was
     too large to inline but whose minimal DFA is small: the estimate counts NFA states, and
     some expressions (a string excluding a list of keys, spelled with every JSON escape) have
-    NFAs a hundred times their DFA. Returns their DFAs (every reference inlined)."""
+    NFAs a hundred times their DFA. Returns their DFAs (every reference inlined but those to
+    ``runs``, which are run edges where they fit)."""
     kept = set(keep)
     rules = grammar.rules
     out: dict[str, RuleDfa] = {}
-    builder = GrammarDfas(rules.__getitem__)
+
+    def call_symbol(name: str):
+        j = runs.index.get(name)
+        return rules[name] if j is None else RunCall(runs.n_rules + j)
+
+    builder = GrammarDfas(call_symbol)
+    plain = None
     for name in keep[1:]:
         if name in blocks or name == grammar.start:
             continue
@@ -176,6 +191,9 @@ def _small_big_leaves(grammar: Grammar, keep: list[str],
             continue
         try:
             dfa = builder.rule_dfa(body)
+            if runs.split(dfa) is None:
+                plain = plain or GrammarDfas(rules.__getitem__)
+                dfa = plain.rule_dfa(body)
         except GrammarError:
             continue  # recursive through inlining, or too large
         if dfa.n_states <= INLINE_LEAF_STATES:

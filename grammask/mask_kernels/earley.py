@@ -61,6 +61,9 @@ H_NSTATES, H_NCLASSES, H_NRULES, H_START_RULE = 0, 1, 2, 3
 H_TRANS, H_FLAGS, H_RULE_OF, H_CALL_PTR, H_CALL_RULE, H_CALL_DST = 4, 5, 6, 7, 8, 9
 H_RULE_START, H_NULLABLE, H_NCALLS, H_SIZE = 10, 11, 12, 13
 H_NDENSE, H_NBLOCKS, H_BLOCKS = 14, 15, 16
+# counter blocks (rows first), first state of the run blocks (rows after them), and the
+# states per run block when all have the same bound (0: they differ)
+H_NCBLOCKS, H_RUN_BASE, H_RUN_STRIDE = 17, 18, 19
 
 # block rows: base state, inner states, min, max, inner start, inner table offset, rule,
 # unbounded flag, has-bytes offset, continuation (runs: the table state after the run; -1)
@@ -148,6 +151,10 @@ def pack_grammar(
     (g[H_TRANS], g[H_FLAGS], g[H_RULE_OF], g[H_CALL_PTR], g[H_CALL_RULE], g[H_CALL_DST],
      g[H_RULE_START], g[H_NULLABLE], g[H_BLOCKS]) = offsets
     g[H_NBLOCKS] = n_blocks
+    g[H_NCBLOCKS] = len(rows)
+    g[H_RUN_BASE] = base
+    bounds = np.unique(run_rows[:, 1])
+    g[H_RUN_STRIDE] = int(bounds[0]) + 1 if len(bounds) == 1 else 0
     g[H_NCALLS] = len(call_rule)
     g[H_SIZE] = pos
     g[HEADER:HEADER + 256] = byte_class
@@ -188,10 +195,20 @@ def run_bases(first: int, bounds: np.ndarray) -> np.ndarray:
 
 @nb.njit(cache=True, nogil=True)
 def block_of(g, s):
-    """Offset in ``g`` of the row of the counter block holding virtual state ``s``."""
-    lo = 0
-    hi = g[H_NBLOCKS] - 1
+    """Offset in ``g`` of the row of the block (counter block or run) holding virtual state
+    ``s``: a division when the runs have one bound, else a binary search among the counter
+    blocks or among the runs."""
     bo = g[H_BLOCKS]
+    run_base = g[H_RUN_BASE]
+    if s < run_base:
+        lo = 0
+        hi = g[H_NCBLOCKS] - 1
+    else:
+        stride = g[H_RUN_STRIDE]
+        if stride > 0:
+            return bo + (g[H_NCBLOCKS] + (s - run_base) // stride) * BLOCK_ROW
+        lo = g[H_NCBLOCKS]
+        hi = g[H_NBLOCKS] - 1
     while lo < hi:
         mid = (lo + hi + 1) >> 1
         if g[bo + mid * BLOCK_ROW + B_BASE] <= s:
@@ -269,6 +286,8 @@ def call_state(g, s):
     counter block's states call nothing)."""
     if s < g[H_NDENSE]:
         return s
+    if s < g[H_RUN_BASE]:  # a counter block's
+        return -1
     return g[block_of(g, s) + B_CONT]
 
 

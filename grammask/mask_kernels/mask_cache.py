@@ -642,8 +642,9 @@ def walk_range(g, state0, i0, i1, depth0, u0, items, sets, htab, meta, tok_bytes
                     pushed += 1
                     states[pushed] = t
                     unc[pushed] = u
+                    # (a virtual state is in no component: entering t from one enters t's)
                     if memo_on and reg_end < 0 and not u and t < cls.shape[0] \
-                            and cls[t] != -1 and s < cls.shape[0] and comp[s] != comp[t]:
+                            and cls[t] != -1 and (s >= cls.shape[0] or comp[s] != comp[t]):
                         j = min(skip[p + pushed - 1], i1)
                         if j - i >= MEMO_MIN:
                             c = _shape_class(g, t, memo)
@@ -886,7 +887,7 @@ def follow_sets(g):
 # than SCC_MAX are cut into their nested loops by scc_of_states, so the string loop of a value
 # inside an array of objects is shared like any other.
 
-SCC_MAX = 64  # larger components are cut into nested loops until every piece fits
+SCC_MAX = 24  # larger components are cut into nested loops until every piece fits
 
 
 @nb.njit(cache=True, nogil=True)
