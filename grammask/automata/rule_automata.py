@@ -55,9 +55,9 @@ INLINE_LEAF = 8192
 #: ...or when its minimal DFA has at most this many states (see _small_big_leaves).
 INLINE_LEAF_STATES = 4096
 #: An inlined rule that is a possibly empty run of one-byte characters, at least this long
-#: (and at most RUN_MAX), is a run: one edge in the DFAs, virtual states in the tables.
-RUN_MIN = 4
-RUN_MAX = 1024
+#: (and at most RUN_LONGEST), is a run: one edge in the DFAs, virtual states in the tables.
+RUN_SHORTEST = 4
+RUN_LONGEST = 1024
 
 
 @dataclass(frozen=True)
@@ -147,8 +147,17 @@ def build_rule_automata(grammar: Grammar, *, method: str = "fast",
         )
     if not productive.all():
         n_rules = runs.n_rules
-        dfas = [dfa_without_calls(d, lambda sym: sym >= n_rules or productive[sym])
-                for d in dfas]
+
+        def trimmed(i: int, d: RuleDfa) -> RuleDfa:
+            d = dfa_without_calls(d, lambda sym: sym >= n_rules or productive[sym])
+            if runs.split(d) is None:  # minimized again, its runs may no longer fit
+                plain_builder = GrammarDfas(lambda n: index[n] if n in index else rules[n],
+                                            single_use=single_use)
+                d = dfa_without_calls(plain_builder.rule_dfa(rules[keep[i]]),
+                                      lambda sym: productive[sym])
+            return d
+
+        dfas = [trimmed(i, d) for i, d in enumerate(dfas)]
     # keep only rules still reachable from the start through live call edges
     live = _live_rules(dfas, start, runs.n_rules)
     names = tuple(keep[i] for i in live)
@@ -463,7 +472,7 @@ class _Runs:
         self.bytes: list[np.ndarray] = []
         for name, body in rules.items():
             if name in kept or type(body) is not Repeat or body.min != 0 or body.max is None \
-                    or not RUN_MIN <= body.max <= RUN_MAX:
+                    or not RUN_SHORTEST <= body.max <= RUN_LONGEST:
                 continue
             item = body.item
             if type(item) not in (CharSet, ByteSet) or not item.ranges \

@@ -548,7 +548,11 @@ def run_grammars(draw):
     r2 = alt(lit("0"), seq(lit("["), ref("ws"), ref("r2"), ref("ws"), lit("]")),
              seq(lit("<"), ref("ws"), draw(run_exprs(1)), ref("ws"), ref("r2")))
     start = alt(draw(run_exprs(3)), seq(lit("<"), ref("ws"), ref("r2"), lit(">")))
-    return Grammar({"s": start, "ws": ws, "r1": r1, "r2": r2}, "s")
+    rules = {"s": start, "ws": ws, "r1": r1, "r2": r2}
+    if draw(st.booleans()):  # a rule that derives nothing: its calls are trimmed away
+        rules["dead"] = seq(lit("d"), ref("ws"), ref("dead"))
+        rules["s"] = alt(start, seq(ref("ws"), lit("e"), ref("ws"), ref("dead")))
+    return Grammar(rules, "s")
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
