@@ -1563,35 +1563,46 @@ def _not_in_set(words: list[str], tail: Expr | None = None, encoded: bool = Fals
             node = node.setdefault(ch, {})
         node[None] = True
     rest = tail if tail is not None else star(any_char())
-    special = ((0x00, 0x1F), (0x22, 0x22), (0x5C, 0x5C))
+    if encoded:
+        from .json_strings import _encode_charset
+    # a key's characters come again and again (one node per character of every word):
+    # their literals and "any other character, then the rest" are built once here
+    ones: dict[str, Expr] = {}
+    deviations: dict[tuple, Expr] = {}
 
     def one(ch: str) -> Expr:
-        return lit(encode_text(ch)) if encoded else lit(ch)
+        e = ones.get(ch)
+        if e is None:
+            e = ones[ch] = lit(encode_text(ch)) if encoded else lit(ch)
+        return e
+
+    def deviation(codes: tuple) -> Expr:
+        e = deviations.get(codes)
+        if e is None:
+            others = tuple(_complement_points(codes))
+            if not others:
+                e = NOTHING
+            else:
+                first = _encode_charset(others) if encoded else char_ranges(list(others))
+                e = seq(first, rest)
+            deviations[codes] = e
+        return e
 
     def build(node: dict) -> Expr:
         children = [k for k in node if k is not None]
-        parts = []
-        if None not in node:
-            parts.append(EMPTY)
-        codes = sorted(ord(k) for k in children)
-        others = _complement_points(codes)
-        if others:
-            if encoded:
-                from .json_strings import _encode_charset
-
-                first = _encode_charset(tuple(others))
-            else:
-                first = char_ranges(others)
-            parts.append(seq(first, rest))
+        parts = [] if None in node else [EMPTY]
+        d = deviation(tuple(sorted(ord(k) for k in children)))
+        if type(d) is not Nothing:
+            parts.append(d)
         for k in children:
-            parts.append(seq(one(k), build(node[k])))
+            after = build(node[k])
+            if type(after) is not Nothing:
+                parts.append(seq(one(k), after))
         # children are distinct characters: no need for alt()'s deduplication (and hashing)
-        parts = [p for p in parts if not isinstance(p, Nothing)]
         if len(parts) == 1:
             return parts[0]
         return Alt(tuple(parts)) if parts else NOTHING
 
-    del special
     return build(trie)
 
 
