@@ -48,8 +48,10 @@ class MaskCache:
         self.universe = trie.universe
         self._universe_count = len(ids)
         self._acc_bits = np.zeros(words, dtype=np.int32)
-        self._unc_out = np.zeros(max(1, len(ids)), dtype=np.int32)
-        self._ids_out = np.zeros(max(1, len(ids)), dtype=np.int32)
+        # output buffers, read only as far as a kernel wrote them: not cleared (two vocabulary-
+        # sized arrays cleared were a tenth of a small grammar's time to first mask)
+        self._unc_out = np.empty(max(1, len(ids)), dtype=np.int32)
+        self._ids_out = np.empty(max(1, len(ids)), dtype=np.int32)
         self._zeros = np.zeros(words, dtype=np.int32)
         lengths = np.diff(trie.tok_ptr)
         self._max_depth = int(lengths.max()) if len(lengths) else 1
