@@ -11,6 +11,8 @@ The steps: rule analysis (which rules to keep), one canonical minimal DFA per ke
 (:func:`grammask.automata.dfa_build.rule_dfa`, a Numba kernel), productive and nullable rules
 (:func:`grammask.mask_kernels.dfa_kernels.derivable`), then the layout of all rule DFAs in one
 table (:func:`grammask.mask_kernels.dfa_kernels.layout_rules`) packed by ``pack_grammar``.
+Bounded runs of one-byte characters (JSON's whitespace) are one edge in the rule DFAs and
+virtual states in the table (see ``_Runs``), not a chain of states at every use.
 """
 
 from __future__ import annotations
