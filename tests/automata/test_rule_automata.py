@@ -605,3 +605,24 @@ def earley_accepts(automata: ra.RuleAutomata, data: bytes) -> bool:
         if r == E.REJECT:
             return False
     return bool(E.can_end(g, items, sets, meta))
+
+
+def test_runs_of_different_bounds_beside_a_counter_block():
+    """Two runs with different bounds (their blocks found by a search, not a division) after
+    a counter block's states: the same language as written out, and each bound holds."""
+    g = Grammar({
+        "s": seq(lit("<"), ref("ws"), ref("big"), ref("sp"), lit(">"), ref("ws"), lit("!")),
+        "ws": rep(chars(" \n"), 0, 5),
+        "sp": rep(chars(" \t"), 0, 9),
+        "big": rep(chars("a-c"), 1, 300),  # a counter block
+    }, "s")
+    virtual = ra.build_rule_automata(g)
+    blob = virtual.blob
+    assert blob[E.H_NCBLOCKS] == 1 and blob[E.H_NBLOCKS] > 2 and blob[E.H_RUN_STRIDE] == 0
+    assert_same_language(virtual, ra.build_rule_automata(g, runs=False))
+    for text, ok in [(b"<a>!", True), (b"<" + b" " * 5 + b"ab" + b"\t" * 9 + b">\n!", True),
+                     (b"<" + b" " * 6 + b"a>!", False), (b"<a" + b"\t" * 10 + b">!", False),
+                     (b"<" + b"c" * 300 + b" >" + b" " * 5 + b"!", True),
+                     (b"<" + b"c" * 301 + b">!", False)]:
+        assert reference.matches(g, text) == ok, text
+        assert earley_accepts(virtual, text) == ok, text
