@@ -63,6 +63,7 @@ class MaskCache:
         self._sig = np.empty(MC.SCC_MAX * 520, dtype=np.int32)
         self.n_built = 0
         self._through_stack: list[int] = []  # states whose call-through build is under way
+        self._run_bytes: dict[int, np.ndarray] = {}  # a run's inner row -> its bytes
         # counter blocks: one slot table each, (inner states x (LCAP+3)^2) entries; the
         # kernels get LCAP and the longest token's length packed as ``lcap``
         self.lcap = MC.pack_limits(LCAP, max(self._max_depth, LCAP + 1))
@@ -134,7 +135,8 @@ class MaskCache:
         rule = int(E.state_rule(g, s))
         follow = self._follow_of(rule)
         long_unc = LCAP if s >= self._n_dense and MC.slot_is_clamped(g, s, self.lcap) else 0
-        through, skip_bytes = self._through_row(s) if s < self._n_dense else (-1, None)
+        through, skip_bytes = (self._through_row(s) if s < self._n_dense
+                               else self._run_row(s))
         if self._scratch is None:
             self._scratch = _new_scratch()
         while True:
@@ -209,6 +211,24 @@ class MaskCache:
             self._through_stack.pop()
         nullable = g[int(g[E.H_NULLABLE]) + r] != 0
         return row, (self._follow_of(r) if nullable else _NO_BYTES)
+
+    def _run_row(self, s: int) -> tuple[int, np.ndarray | None]:
+        """For a run's virtual state (see mask_kernels.earley, "Runs"): the cmeta row of the
+        state after the run, built first if needed, and the run's bytes. A token not starting
+        with one of them takes the same path from both states (the state after has no edge on
+        them), so the entry is that state's, with the tokens that start with a run byte walked
+        from ``s`` (as for a call-through); else (-1, None)."""
+        g = self._g
+        b = int(E.block_of(g, s))
+        t = int(g[b + E.B_CONT])
+        if t < 0:
+            return -1, None
+        inner = int(g[b + E.B_INNER])
+        run_bytes = self._run_bytes.get(inner)
+        if run_bytes is None:
+            classes = g[inner:inner + int(g[E.H_NCLASSES])] == E.INNER_FINAL
+            run_bytes = self._run_bytes[inner] = classes[g[E.HEADER:E.HEADER + 256]]
+        return self._ensure(t), run_bytes
 
     def _shared_walk(self, s: int, follow: np.ndarray):
         """For a state inside a loop of its automaton: the walk inside the loop, shared with
