@@ -163,3 +163,20 @@ def test_entries_equal_full_walks(deepseek):  # noqa: F811
         checked += 1
         nullable += int(g[int(g[E.H_NULLABLE]) + r] != 0)
     assert checked >= 3 and nullable >= 1
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_run_states_take_the_entry_after_the_run(deepseek, seed):  # noqa: F811
+    """Whitespace runs are virtual states whose entries are the entry of the state after the
+    run plus a walk of the tokens that start with whitespace: equal to the full walk at every
+    step of a text full of whitespace (newlines, indentation, spaces before colons and commas,
+    20 spaces: the bound) and of random continuations."""
+    info, hf = deepseek
+    schema = {"type": "object",
+              "properties": {"a": {"type": "array", "items": {"type": "integer"}},
+                             "b": {"type": "string"}, "c": {"type": "object"}},
+              "required": ["a"]}
+    compiled = gm.GrammarCompiler(info).compile_json_schema(schema, any_whitespace=True)
+    text = ('{\n    "a" : [ 1 ,\n\t2,' + " " * 20 + '3 ] ,\r\n  "b":"x y" ,  "c" : {\n  "k" :'
+            ' [ ]  }')
+    _walk(info, hf, compiled, text, seed, 20)
