@@ -35,7 +35,7 @@ from ..grammar.ir import (
     Repeat,
     Seq,
 )
-from ..mask_kernels.dfa_kernels import derivable, layout_rules, run_blocks, split_runs
+from ..mask_kernels.dfa_kernels import derivable, layout_rules, split_runs
 from ..mask_kernels.earley import (
     F_ACCEPT,
     F_BYTES,
@@ -114,7 +114,15 @@ def build_rule_automata(grammar: Grammar, *, method: str = "fast",
 
     single_use = {n for n, k in uses.items() if k <= 1}
     builder = GrammarDfas(call_symbol, single_use=single_use)
-    plain = None  # a builder without runs, for rules whose runs cannot stay edges
+    plain: list[GrammarDfas] = []  # a builder without runs, made when first needed
+
+    def written_out(name: str) -> RuleDfa:
+        """The DFA of rule ``name`` with its runs written out (they cannot stay edges)."""
+        if not plain:
+            plain.append(GrammarDfas(lambda n: index[n] if n in index else rules[n],
+                                     single_use=single_use))
+        return plain[0].rule_dfa(rules[name])
+
     for name, dfa in big_leaves.items():
         # built by _small_big_leaves with every reference inlined: what inlining gives here
         builder.memo[rules[name]] = dfa
@@ -129,12 +137,7 @@ def build_rule_automata(grammar: Grammar, *, method: str = "fast",
                             else rule_dfa_reference(stand_in, call_symbol))
             elif method == "fast":
                 d = builder.rule_dfa(rules[name])
-                if runs.split(d) is None:
-                    if plain is None:
-                        plain = GrammarDfas(lambda n: index[n] if n in index else rules[n],
-                                            single_use=single_use)
-                    d = plain.rule_dfa(rules[name])
-                dfas.append(d)
+                dfas.append(d if runs.split(d) is not None else written_out(name))
             else:
                 dfas.append(rule_dfa_reference(rules[name], call_symbol))
         except GrammarError as exc:
@@ -153,10 +156,7 @@ def build_rule_automata(grammar: Grammar, *, method: str = "fast",
         def trimmed(i: int, d: RuleDfa) -> RuleDfa:
             d = dfa_without_calls(d, lambda sym: sym >= n_rules or productive[sym])
             if runs.split(d) is None:  # minimized again, its runs may no longer fit
-                plain_builder = GrammarDfas(lambda n: index[n] if n in index else rules[n],
-                                            single_use=single_use)
-                d = dfa_without_calls(plain_builder.rule_dfa(rules[keep[i]]),
-                                      lambda sym: productive[sym])
+                d = dfa_without_calls(written_out(keep[i]), lambda sym: productive[sym])
             return d
 
         dfas = [trimmed(i, d) for i, d in enumerate(dfas)]
@@ -471,7 +471,7 @@ class _Runs:
         self.n_rules = n_rules
         self.index: dict[str, int] = {}
         self.max: list[int] = []
-        self.bytes: list[np.ndarray] = []
+        byte_sets = []
         for name, body in rules.items():
             if name in kept or type(body) is not Repeat or body.min != 0 or body.max is None \
                     or not RUN_SHORTEST <= body.max <= RUN_LONGEST:
@@ -485,12 +485,13 @@ class _Runs:
                 mask[lo:hi + 1] = True
             self.index[name] = len(self.max)
             self.max.append(body.max)
-            self.bytes.append(mask)
-        # for the layout: bytes of different runs (or of none) never share a class
+            byte_sets.append(mask)
+        # bool[n_runs, 256]; for the layout: bytes of different runs (or of none) never share
+        # a class
+        self.byte_sets = np.zeros((0, 256), dtype=np.bool_)
         self.tag = _NO_TAG
-        self.byte_sets = np.zeros((len(self.max), 256), dtype=np.bool_)
-        if self.bytes:
-            self.byte_sets = np.stack(self.bytes)
+        if byte_sets:
+            self.byte_sets = np.stack(byte_sets)
             _, tag = np.unique(self.byte_sets.T, axis=0, return_inverse=True)
             self.tag = tag.reshape(256).astype(np.int32)
         self._split: dict[int, tuple] = {}  # id(dfa) -> (dfa, split(dfa))
@@ -508,36 +509,14 @@ class _Runs:
             status, bounds, trans, rows, src, run, dst = split_runs(
                 d.bounds, d.trans, d.calls, d.call_syms, d.call_rows, self.n_rules,
                 self.byte_sets)
+            # the run symbols are the last call columns; byte edges and accepting states as
+            # rows do not depend on the classes
+            k = int(np.searchsorted(d.call_syms, self.n_rules))
             out = (None if status < 0 else (d, None) if status > 0
-                   else (_Flat(bounds, trans, d.accept, rows), (src, run, dst)))
+                   else (RuleDfa(bounds, trans, d.accept, d.call_syms[:k], d.calls[:, :k],
+                                 d.rows, d.acc_states, rows), (src, run, dst)))
         self._split[id(d)] = (d, out)
         return out
-
-    def blocks(self, t: _Tables, edges: tuple, first: int) -> tuple:
-        """The run blocks (pack_grammar's ``runs``), one per (run, state after), numbered
-        from virtual state ``first``; leads the states before into them (``t`` is changed)."""
-        src, run, dst = edges
-        has_bytes = np.zeros(t.trans.shape[0], dtype=np.int8)
-        inner, rows = run_blocks(t.trans, has_bytes, t.rule_of, t.byte_class, src, run, dst,
-                                 np.asarray(self.max, dtype=np.int64), self.byte_sets, first)
-        t.flags[has_bytes != 0] |= F_BYTES
-        return inner, rows
-
-
-class _Flat:
-    """A rule DFA as the layout reads it."""
-
-    __slots__ = ("accept", "bounds", "call_rows", "trans")
-
-    def __init__(self, bounds, trans, accept, call_rows):
-        self.bounds = bounds
-        self.trans = trans
-        self.accept = accept
-        self.call_rows = call_rows
-
-    @property
-    def n_states(self) -> int:
-        return self.trans.shape[0]
 
 
 # --------------------------------------------------------------------------- assembly
@@ -613,11 +592,7 @@ def _assemble(names: tuple[str, ...], start_rule: int, t: _Tables,
             unbounded = block.max is None
             n = block.min if unbounded else block.max
             block_rows.append((r, block.min, n, unbounded, i0, inner, has_bytes))
-    run_blocks = None
-    if run_edges is not None:
-        first = t.trans.shape[0] + sum((int(n) + 1) * inner.shape[0]
-                                       for _, _, n, _, _, inner, _ in block_rows)
-        run_blocks = runs.blocks(t, run_edges, first)
+    run_blocks = None if run_edges is None else (*run_edges, runs.max, runs.byte_sets)
     try:
         blob = _pack(t, nullable, start_rule, block_rows, run_blocks)
     except OverflowError as exc:

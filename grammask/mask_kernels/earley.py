@@ -98,10 +98,10 @@ def pack_grammar(
     next inner state, -1, or INNER_FINAL when X is complete. Their rules' ``rule_start`` and
     ``nullable`` entries are filled in here.
 
-    ``runs`` (see above) is ``(inner, rows)``: ``inner`` int32[n_runs, n_classes] holds
-    INNER_FINAL on each run's classes (else -1); ``rows`` int64[k, 4] lists the run blocks,
-    numbered after the counter blocks in this order, as (run, its bound n, rule,
-    continuation state). ``trans`` already leads into them (:func:`run_bases`).
+    ``runs`` (see above) is ``(src, run, dst, bounds, run_bytes)``: the run edges (state
+    before, run index, state after), each run's bound and its bytes (bool[n_runs, 256]).
+    Their blocks, one per (run, state after), are numbered after the counter blocks; the
+    states before are led into them here (``trans`` and ``flags`` are not changed in place).
     """
     n_dense, n_classes = trans.shape
     blocks = blocks or []
@@ -121,11 +121,18 @@ def pack_grammar(
         rule_start[rule] = base + i0
         nullable[rule] = int(m == 0)
         base += count
-    run_inner, run_rows = runs if runs is not None else (
-        np.zeros((0, n_classes), dtype=np.int32), np.zeros((0, 4), dtype=np.int64))
-    run_base = run_bases(base, run_rows[:, 1])
-    if len(run_rows) and int(run_base[-1]) > MAX_VIRTUAL_STATES:
-        raise OverflowError("too many whitespace runs")
+    run_inner = np.zeros((0, n_classes), dtype=np.int32)
+    run_rows = np.zeros((0, 5), dtype=np.int64)
+    run_end = base
+    if runs is not None:
+        src, run, dst, bounds, run_bytes = runs
+        trans = trans.copy()
+        flags = flags.copy()
+        run_inner, run_rows = run_blocks(trans, flags, rule_of, byte_class, src, run, dst,
+                                         np.asarray(bounds, dtype=np.int64), run_bytes, base)
+        run_end = int(run_rows[-1, 4] + run_rows[-1, 1] + 1)
+        if run_end > MAX_VIRTUAL_STATES:
+            raise OverflowError("too many run states")
     n_blocks = len(rows) + len(run_rows)
     parts = [byte_class, trans.ravel(), flags, rule_of, call_ptr, call_rule, call_dst,
              rule_start, nullable, np.zeros(n_blocks * BLOCK_ROW, dtype=np.int32)]
@@ -143,7 +150,7 @@ def pack_grammar(
     if len(run_rows):
         pos += run_inner.size + 1  # the runs' inner rows, then one has-bytes flag for all
     g = np.zeros(pos, dtype=np.int32)
-    g[H_NSTATES] = int(run_base[-1]) if len(run_rows) else base
+    g[H_NSTATES] = run_end
     g[H_NDENSE] = n_dense
     g[H_NCLASSES] = n_classes
     g[H_NRULES] = len(rule_start)
@@ -153,8 +160,8 @@ def pack_grammar(
     g[H_NBLOCKS] = n_blocks
     g[H_NCBLOCKS] = len(rows)
     g[H_RUN_BASE] = base
-    bounds = np.unique(run_rows[:, 1])
-    g[H_RUN_STRIDE] = int(bounds[0]) + 1 if len(bounds) == 1 else 0
+    run_bounds = np.unique(run_rows[:, 1])
+    g[H_RUN_STRIDE] = int(run_bounds[0]) + 1 if len(run_bounds) == 1 else 0
     g[H_NCALLS] = len(call_rule)
     g[H_SIZE] = pos
     g[HEADER:HEADER + 256] = byte_class
@@ -170,7 +177,7 @@ def pack_grammar(
         g[pos - 1] = 1
         table = g[g[H_BLOCKS] + len(rows) * BLOCK_ROW:
                   g[H_BLOCKS] + n_blocks * BLOCK_ROW].reshape(-1, BLOCK_ROW)
-        table[:, B_BASE] = run_base[:-1]
+        table[:, B_BASE] = run_rows[:, 4]
         table[:, B_QQ] = 1
         table[:, B_MAX] = run_rows[:, 1]
         table[:, B_INNER] = run_inner_off + run_rows[:, 0] * n_classes
@@ -180,14 +187,52 @@ def pack_grammar(
     return g
 
 
-def run_bases(first: int, bounds: np.ndarray) -> np.ndarray:
-    """The first virtual state of each run block (a run of bound n has n + 1 states, count 0
-    included though never used), starting at ``first``; one more entry: the end."""
-    out = np.empty(len(bounds) + 1, dtype=np.int64)
-    out[0] = first
-    np.cumsum(np.asarray(bounds, dtype=np.int64) + 1, out=out[1:])
-    out[1:] += first
-    return out
+@nb.njit(cache=True, nogil=True)
+def run_blocks(trans, flags, rule_of, byte_class, src, run, dst, run_max, run_bytes, first):
+    """The run blocks of a grammar's tables: one per (run, state after it), in that order,
+    their virtual states numbered from ``first`` (a block of bound n has n + 1, count 0 never
+    used). Leads each state before a run into its block's state "one byte read" on the run's
+    classes (``trans`` and ``flags`` are changed). Returns (inner int32[n_runs, n_classes]:
+    INNER_FINAL on each run's classes, else -1; rows int64[n_blocks, 5]: run, bound, rule,
+    state after, first state)."""
+    n, k = trans.shape
+    n_runs = run_bytes.shape[0]
+    inner = np.full((n_runs, k), -1, dtype=np.int32)
+    for j in range(n_runs):
+        for b in range(256):
+            if run_bytes[j, b]:
+                inner[j, byte_class[b]] = INNER_FINAL
+    m = src.shape[0]
+    key = np.empty(m, dtype=np.int64)
+    for e in range(m):
+        key[e] = run[e] * n + dst[e]
+    order = np.argsort(key, kind="mergesort")
+    block = np.empty(m, dtype=np.int64)
+    n_blocks = 0
+    for i in range(m):
+        e = order[i]
+        if i == 0 or key[e] != key[order[i - 1]]:
+            n_blocks += 1
+        block[e] = n_blocks - 1
+    rows = np.empty((n_blocks, 5), dtype=np.int64)
+    nxt = first
+    for i in range(m):
+        e = order[i]
+        b = block[e]
+        if i == 0 or key[e] != key[order[i - 1]]:
+            rows[b, 0] = run[e]
+            rows[b, 1] = run_max[run[e]]
+            rows[b, 2] = rule_of[dst[e]]
+            rows[b, 3] = dst[e]
+            rows[b, 4] = nxt
+            nxt += run_max[run[e]] + 1
+    for e in range(m):
+        s = src[e]
+        for c in range(k):
+            if inner[run[e], c] == INNER_FINAL:
+                trans[s, c] = rows[block[e], 4] + 1
+        flags[s] |= F_BYTES
+    return inner, rows
 
 
 # --------------------------------------------------------------------------- state access
