@@ -145,15 +145,18 @@ def _builder_class(base):
 
     Lark parses the imported file again for every grammar that imports from it (``%import
     common.NUMBER`` reads and parses all of common.lark: about half of the time to load a
-    small grammar). An import from Lark's own grammars, with no import paths and from the
-    top-level grammar, depends only on the module and the aliases, so its definitions are
+    small grammar). A library import from Lark's own grammars, with no import paths and from
+    the top-level grammar, depends only on the module and the aliases, so its definitions are
     computed once and copied in afterwards. Anything else goes to Lark as it is."""
 
     from lark.exceptions import GrammarError as LarkGrammarError
 
     class CachingBuilder(base):
         def do_import(self, dotted_path, base_path, aliases, base_mangle=None):
-            if base_mangle is not None or self.import_paths or len(_IMPORTS) >= _IMPORTS_MAX:
+            # only library imports (no base path: a relative one reads a file beside the
+            # grammar, which differs from grammar to grammar)
+            if base_mangle is not None or base_path is not None or self.import_paths \
+                    or len(_IMPORTS) >= _IMPORTS_MAX:
                 return super().do_import(dotted_path, base_path, aliases, base_mangle)
             key = (tuple(dotted_path), tuple(sorted(aliases.items())))
             hit = _IMPORTS.get(key)

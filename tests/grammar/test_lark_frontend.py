@@ -455,3 +455,22 @@ def test_imports_of_lark_grammars_are_kept_and_copied(monkeypatch):
     with pytest.raises(GrammarError, match="NUMBER"):
         grammar_from_lark(clash)
     assert ebnf._IMPORTS == kept
+
+
+@needs_regex
+def test_relative_imports_are_not_kept(tmp_path, monkeypatch):
+    """An import with a base path reads the file beside the grammar (one per directory):
+    Lark reads it each time; nothing is kept for it."""
+    import grammask.grammar.ebnf as ebnf
+    from lark.load_grammar import GrammarBuilder
+
+    monkeypatch.setattr(ebnf, "_IMPORTS", {})
+    (tmp_path / "common.lark").write_text('NUMBER: "x"\n')
+    builder = ebnf._builder_class(GrammarBuilder)()
+    builder.do_import(("common",), str(tmp_path), {"NUMBER": "NUMBER"})
+    # the second reads no new file (Lark has it already): still not kept
+    builder.do_import(("common",), str(tmp_path), {"NUMBER": "OTHER"})
+    assert {"NUMBER", "OTHER"} <= set(builder._definitions) and ebnf._IMPORTS == {}
+    ebnf._builder_class(GrammarBuilder)().load_grammar(
+        "start: NUMBER\n%import common.NUMBER\n", "<string>")
+    assert len(ebnf._IMPORTS) == 1  # the library import is kept
