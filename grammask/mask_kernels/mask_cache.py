@@ -444,7 +444,8 @@ def _same_as_previous(items, sets, meta):
     b1 = meta[M_NITEMS]
     if a1 - a0 != b1 - b0 or b1 - b0 > STAT_MAX_ITEMS:
         return False
-    for m in range(b0, b1):
+    matched = np.uint64(0)  # items of the earlier set matched so far (each at most once:
+    for m in range(b0, b1):  # (s, k) and (s, k1) in the last set both read as (s, k))
         s = items[m, 0]
         o = items[m, 1]
         if o == k1:
@@ -452,6 +453,10 @@ def _same_as_previous(items, sets, meta):
         found = False
         for q in range(a0, a1):
             if items[q, 0] == s and items[q, 1] == o:
+                bit = np.uint64(1) << np.uint64(q - a0)
+                if matched & bit:
+                    return False
+                matched |= bit
                 found = True
                 break
         if not found:

@@ -175,3 +175,23 @@ def test_stationary_sets_are_taken(monkeypatch):
 
 def _token_id(info, word: str) -> int:
     return info.decoded_vocab.index(word.encode())
+
+
+def test_two_items_read_as_one_are_not_the_earlier_set():
+    """(s, k) and (s, k+1) in the last set both read as (s, k): with (s, k) and another item
+    in the earlier set the sizes agree, but the sets differ."""
+    from grammask.mask_kernels.earley import M_NITEMS, M_NSETS
+
+    def last_equals_previous(prev, last):
+        items = np.array([(s, o, -1) for s, o in [(0, 0)] + prev + last], dtype=np.int32)
+        sets = np.array([0, 1, 1 + len(prev), 1 + len(prev) + len(last)], dtype=np.int32)
+        meta = np.zeros(4, dtype=np.int64)
+        meta[M_NSETS] = 3
+        meta[M_NITEMS] = len(items)
+        return bool(MC._same_as_previous(items, sets, meta))
+
+    # sets: 0 (one item), 1 = prev, 2 = last
+    assert last_equals_previous([(5, 1), (7, 0)], [(5, 2), (7, 0)])  # predicted: 2 read as 1
+    assert last_equals_previous([(5, 1), (7, 0)], [(7, 0), (5, 1)])  # a scanned item of set 1
+    assert not last_equals_previous([(5, 1), (7, 0)], [(5, 1), (5, 2)])
+    assert not last_equals_previous([(5, 1), (7, 0)], [(5, 2), (7, 1)])
