@@ -89,13 +89,14 @@ def build_rule_automata(grammar: Grammar, *, method: str = "fast",
         raise ValueError(f"unknown method {method!r}")
     grammar, blocks = extract_counter_blocks(grammar)
     rules = grammar.rules
-    keep, uses = _analyse(grammar, set(blocks))
+    analysis = _Analysis(grammar, set(blocks))
+    keep, uses = analysis.kept(), analysis.uses
     use_runs = runs and method == "fast"
     # big leaves get their runs as edges too, on symbols above every rule's for now
     early = _Runs(rules if use_runs else {}, set(keep), len(rules) + 1)
     big_leaves = _small_big_leaves(grammar, keep, set(blocks), early)
     if big_leaves:
-        keep, uses = _analyse(grammar, set(blocks), set(big_leaves))
+        keep = analysis.kept(set(big_leaves))
 
     index = {name: i for i, name in enumerate(keep)}
     runs = _Runs(rules if use_runs else {}, set(keep), len(keep))
@@ -226,20 +227,35 @@ def _calls_kept(body, rules, kept: set[str]) -> bool:
     return False
 
 
+class _Analysis:
+    """The reference graph of a grammar's reachable rules, walked once: ``uses`` counts the
+    references to every reachable rule, :meth:`kept` chooses the rules to keep."""
+
+    def __init__(self, grammar: Grammar, always_kept: set[str] = frozenset()):
+        self.grammar = grammar
+        self.shapes: dict[str, _Shape] = {}
+        self.reachable = _reachable_rules(grammar, self.shapes)
+        self.recursive = _recursive_rules(
+            self.reachable, {name: sh.refs for name, sh in self.shapes.items()})
+        self.recursive |= always_kept
+        self.uses: dict[str, int] = dict.fromkeys(self.reachable, 0)
+        for shape in self.shapes.values():
+            for r, k in shape.uses.items():
+                self.uses[r] += k
+
+    def kept(self, always_inlined: set[str] = frozenset()) -> list[str]:
+        """The rules to keep (the start first, then breadth first); the ``always_kept``
+        rules are never inlined, ``always_inlined`` ones always are."""
+        return _choose_kept_rules(self.grammar, self.reachable, self.recursive, self.shapes,
+                                  self.uses, always_inlined)
+
+
 def _analyse(grammar: Grammar, always_kept: set[str] = frozenset(),
              always_inlined: set[str] = frozenset()) -> tuple[list[str], dict[str, int]]:
-    """The rules to keep (the start first, then breadth first) and the number of references
-    to every reachable rule. ``always_kept`` rules are never inlined, ``always_inlined``
-    ones always are."""
-    shapes: dict[str, _Shape] = {}
-    reachable = _reachable_rules(grammar, shapes)
-    recursive = _recursive_rules(reachable, {name: sh.refs for name, sh in shapes.items()})
-    recursive |= always_kept
-    uses: dict[str, int] = dict.fromkeys(reachable, 0)
-    for shape in shapes.values():
-        for r, k in shape.uses.items():
-            uses[r] += k
-    return _choose_kept_rules(grammar, reachable, recursive, shapes, uses, always_inlined), uses
+    """The rules to keep and the number of references to every reachable rule (see
+    :class:`_Analysis`)."""
+    a = _Analysis(grammar, always_kept)
+    return a.kept(always_inlined), a.uses
 
 
 @dataclass
@@ -471,7 +487,7 @@ class _Runs:
         self.n_rules = n_rules
         self.index: dict[str, int] = {}
         self.max: list[int] = []
-        byte_sets = []
+        ranges = []
         for name, body in rules.items():
             if name in kept or type(body) is not Repeat or body.min != 0 or body.max is None \
                     or not RUN_SHORTEST <= body.max <= RUN_LONGEST:
@@ -480,20 +496,12 @@ class _Runs:
             if type(item) not in (CharSet, ByteSet) or not item.ranges \
                     or item.ranges[-1][1] >= 0x80:
                 continue
-            mask = np.zeros(256, dtype=bool)
-            for lo, hi in item.ranges:
-                mask[lo:hi + 1] = True
             self.index[name] = len(self.max)
             self.max.append(body.max)
-            byte_sets.append(mask)
-        # bool[n_runs, 256]; for the layout: bytes of different runs (or of none) never share
-        # a class
-        self.byte_sets = np.zeros((0, 256), dtype=np.bool_)
-        self.tag = _NO_TAG
-        if byte_sets:
-            self.byte_sets = np.stack(byte_sets)
-            _, tag = np.unique(self.byte_sets.T, axis=0, return_inverse=True)
-            self.tag = tag.reshape(256).astype(np.int32)
+            ranges.append(item.ranges)
+        # byte_sets: bool[n_runs, 256]; tag: for the layout, bytes of different runs (or of
+        # none) never share a class
+        self.byte_sets, self.tag = _run_byte_sets(tuple(ranges))
         self._split: dict[int, tuple] = {}  # id(dfa) -> (dfa, split(dfa))
 
     def split(self, d: RuleDfa):
@@ -517,6 +525,32 @@ class _Runs:
                                  d.rows, d.acc_states, rows), (src, run, dst)))
         self._split[id(d)] = (d, out)
         return out
+
+
+_RUN_SETS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _run_byte_sets(ranges: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """(bool[n_runs, 256] the runs' bytes, int32[256] a tag per byte, equal for bytes in the
+    same runs) for the runs' byte ranges; memoized (grammars of one kind have the same runs:
+    JSON's whitespace). Not to be written to."""
+    hit = _RUN_SETS.get(ranges)
+    if hit is not None:
+        return hit
+    sets = np.zeros((len(ranges), 256), dtype=np.bool_)
+    for j, rs in enumerate(ranges):
+        for lo, hi in rs:
+            sets[j, lo:hi + 1] = True
+    tag = _NO_TAG
+    if ranges:
+        # the bytes' membership columns, numbered by first appearance
+        ids: dict[bytes, int] = {}
+        tag = np.array([ids.setdefault(col.tobytes(), len(ids)) for col in sets.T],
+                       dtype=np.int32)
+    if len(_RUN_SETS) >= 256:
+        _RUN_SETS.clear()
+    _RUN_SETS[ranges] = (sets, tag)
+    return sets, tag
 
 
 # --------------------------------------------------------------------------- assembly
