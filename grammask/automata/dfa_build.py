@@ -40,6 +40,7 @@ from ..grammar.ir import (
     Ref,
     Repeat,
     Seq,
+    refs_of,
 )
 from ..mask_kernels.dfa_kernels import TOO_MANY_STATES, build_min_dfa
 
@@ -161,9 +162,46 @@ class GrammarDfas:
         self.memo: dict[Expr, RuleDfa] = {}  # by value
         self.by_id: dict[int, tuple[Expr, RuleDfa]] = {}  # by identity: no hashing of trees
         self.ref_free: dict[int, tuple[Expr, bool]] = {}  # by identity: _has_refs(expr)
+        self.refs: dict[int, tuple[Expr, set[str]]] = {}  # by identity: refs_of(expr)
 
     def rule_dfa(self, expr: Expr) -> RuleDfa:
         return _Builder(_Nfa(), self).fragment(expr)
+
+    def resolution(self, e: Expr) -> tuple[tuple, np.ndarray] | None:
+        """What the DFA of ``e`` depends on besides ``e`` itself: how every rule name it
+        reaches (through the rules it inlines) resolves. Returns (key, symbols): the key
+        holds ``e`` and, by name, the inlined expression or the rank of the call symbol among
+        ``symbols`` (the call symbols reached, increasing), so that grammars numbering their
+        rules differently share it. None when a name does not resolve (the build reports
+        it)."""
+        if self.call_symbol is None:
+            return None
+        resolved: dict[str, object] = {}
+        stack = [e]
+        try:
+            while stack:
+                for name in self._refs(stack.pop()):
+                    if name not in resolved:
+                        target = resolved[name] = self.call_symbol(name)
+                        if isinstance(target, Expr):
+                            stack.append(target)
+        except Exception:  # an undefined rule: let the build raise its own error
+            return None
+        syms = sorted(t if isinstance(t, int) else t.sym for t in resolved.values()
+                      if not isinstance(t, Expr))
+        rank = {sym: i for i, sym in enumerate(syms)}
+        sig = tuple(sorted(
+            (name, t if isinstance(t, Expr) else ("run", rank[t.sym]) if type(t) is RunCall
+             else rank[t]) for name, t in resolved.items()))
+        return ("rule", e, sig), np.array(syms, dtype=_I32)
+
+    def _refs(self, e: Expr) -> set[str]:
+        known = self.refs.get(id(e))
+        if known is not None and known[0] is e:
+            return known[1]
+        out = refs_of(e)
+        self.refs[id(e)] = (e, out)
+        return out
 
 
 def rule_dfa_reference(expr: Expr, call_symbol: CallSymbol | None = None) -> RuleDfa:
@@ -360,7 +398,6 @@ _fragment_bytes = 0
 def _cached_fragment(expr: Expr, local: dict) -> RuleDfa:
     """The minimal DFA of a reference-free expression, from the process-wide LRU (or from
     ``local``, which holds those too large for it)."""
-    global _fragment_bytes
     with _FRAGMENTS_LOCK:
         d = _FRAGMENTS.get(expr)
         if d is not None:
@@ -370,18 +407,40 @@ def _cached_fragment(expr: Expr, local: dict) -> RuleDfa:
     if d is not None:
         return d
     d = _Builder(_Nfa(), GrammarDfas(None)).build_dfa(expr)
-    size = d.trans.nbytes + d.rows.nbytes
-    if size > FRAGMENT_CACHE_BYTES // 16:
+    if d.trans.nbytes + d.rows.nbytes > FRAGMENT_CACHE_BYTES // 16:
         local[expr] = d
     else:
-        with _FRAGMENTS_LOCK:
-            if expr not in _FRAGMENTS:
-                _FRAGMENTS[expr] = d
-                _fragment_bytes += size
-            while _fragment_bytes > FRAGMENT_CACHE_BYTES:
-                _, old = _FRAGMENTS.popitem(last=False)
-                _fragment_bytes -= old.trans.nbytes + old.rows.nbytes
+        _keep_fragment(expr, d)
     return d
+
+
+def _keep_fragment(key, d: RuleDfa) -> None:
+    """Puts ``d`` in the process-wide LRU (unless it is too large for it)."""
+    global _fragment_bytes
+    size = d.trans.nbytes + d.rows.nbytes
+    if size > FRAGMENT_CACHE_BYTES // 16:
+        return
+    with _FRAGMENTS_LOCK:
+        if key not in _FRAGMENTS:
+            _FRAGMENTS[key] = d
+            _fragment_bytes += size
+        while _fragment_bytes > FRAGMENT_CACHE_BYTES:
+            _, old = _FRAGMENTS.popitem(last=False)
+            _fragment_bytes -= old.trans.nbytes + old.rows.nbytes
+
+
+def _renamed_calls(d: RuleDfa, old: np.ndarray, new: np.ndarray) -> RuleDfa:
+    """``d`` with call symbol ``old[i]`` renamed ``new[i]`` (both increasing, so the call
+    columns keep their order and the numbering of the states stays canonical)."""
+    if not len(d.call_syms):
+        return d
+    at = np.searchsorted(old, d.call_syms)
+    syms = new[at].astype(_I32)
+    if np.array_equal(syms, d.call_syms):
+        return d
+    rows = d.call_rows.copy()
+    rows[1::3] = new[np.searchsorted(old, rows[1::3])]
+    return RuleDfa(d.bounds, d.trans, d.accept, syms, d.calls, d.rows, d.acc_states, rows)
 
 
 def _is_leaf(e: Expr) -> bool:
@@ -550,11 +609,32 @@ class _Builder:
         else:
             d = self.memo.get(e)
             if d is None:
-                b = _Builder(_Nfa(), self.grammar)
-                b.inlining = self.inlining
-                d = self.memo[e] = b.build_dfa(e)
+                d = self.memo[e] = self._shared_fragment(e)
         self.grammar.by_id[id(e)] = (e, d)  # holding e keeps its id unique
         return d
+
+    def _shared_fragment(self, e: Expr) -> RuleDfa:
+        """The DFA of ``e`` (which refers to rules) through the process-wide LRU, keyed by
+        ``e`` and how the rules it reaches are resolved (see GrammarDfas.resolution); call
+        symbols are stored as their ranks among the symbols reached."""
+        res = self.grammar.resolution(e)
+        if res is None:
+            return self._built(e)
+        key, syms = res
+        with _FRAGMENTS_LOCK:
+            local = _FRAGMENTS.get(key)
+            if local is not None:
+                _FRAGMENTS.move_to_end(key)
+        if local is not None:
+            return _renamed_calls(local, np.arange(len(syms), dtype=_I32), syms)
+        d = self._built(e)
+        _keep_fragment(key, _renamed_calls(d, syms, np.arange(len(syms), dtype=_I32)))
+        return d
+
+    def _built(self, e: Expr) -> RuleDfa:
+        b = _Builder(_Nfa(), self.grammar)
+        b.inlining = self.inlining
+        return b.build_dfa(e)
 
     def _ref(self, e: Ref, src: int, dst: int) -> None:
         if self.call_symbol is None:

@@ -93,6 +93,10 @@ MAX_PRODUCT = 200_000  # states of an automaton product attempted during convers
 
 ALL_TYPES = ("null", "boolean", "integer", "number", "string", "array", "object")
 
+#: The schema ``true`` where no schema constrains a value (a pointer of its own: it names
+#: the rules of any JSON value).
+_ANY_VALUE = Loc(True, "#/any_value", "")
+
 _ANNOTATIONS = frozenset(
     {
         "title", "description", "default", "examples", "example", "$comment", "$schema", "$id",
@@ -355,7 +359,7 @@ class _Converter:
         if self.layout.any_ws:
             self.rules["ws"] = rep(char_ranges([(0x20, 0x20), (0x0A, 0x0A), (0x0D, 0x0D), (0x09, 0x09)]), 0, MAX_WHITESPACE)
             self.names.add("ws")
-        self.names.update({"root", "json_char", "any_value"})
+        self.names.update({"root", "json_char"})
         start = self.value_rule([self.index.root_loc], 0)
         rules = dict(self.rules)
         rules["root"] = Ref(start)
@@ -371,7 +375,9 @@ class _Converter:
     def value_rule(self, locs: list[Loc], depth: int) -> str:
         """Name of the rule for values satisfying all ``locs`` at nesting ``depth``."""
         locs = [self.deref(loc) for loc in locs]
-        locs = [loc for loc in locs if loc.node is not True and loc.node != {}] or [locs[0]]
+        # any value: one rule (and its helpers) under the same names in every grammar, so
+        # that their automata are shared between grammars (dfa_build's process-wide cache)
+        locs = [loc for loc in locs if loc.node is not True and loc.node != {}] or [_ANY_VALUE]
         d = depth if self.layout.depth_matters else 0
         key = (tuple(sorted({(id(loc.node), id(loc.check)) for loc in locs})), d)
         name = self.memo.get(key)

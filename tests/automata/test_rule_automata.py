@@ -352,6 +352,68 @@ def test_fragment_cache_shares_reference_free_pieces():
     assert d2.same_as(rule_dfa_reference(seq(lit("["), string, lit("]"))))
 
 
+def _built(e, call_symbol):
+    try:
+        return GrammarDfas(call_symbol).rule_dfa(e)
+    except GrammarError as exc:
+        return str(exc)
+
+
+def _same_dfa(a, b) -> bool:
+    if isinstance(a, str) or isinstance(b, str):
+        return a == b
+    return (a.same_as(b) and np.array_equal(a.call_rows, b.call_rows)
+            and np.array_equal(a.rows, b.rows) and np.array_equal(a.acc_states, b.acc_states))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(exprs_with_calls(), st.permutations([1, 4, 9, 30]), st.booleans(), st.booleans())
+def test_fragments_with_references_are_shared_across_numberings(case, order, run0, run1):
+    """A DFA of an expression with references comes from the process-wide cache when
+    another grammar built it with its own numbering: it equals the DFA built afresh with
+    this grammar's numbering (same states, same symbols), whatever the two numberings."""
+    e, call_symbol = case
+    e = alt(e, seq(ref("r0"), lit(":"), ref("r1")))  # both call symbols, told apart
+    first = {"r0": order[0], "r1": order[1]}
+    second = {"r0": order[2], "r1": order[3]}
+
+    def numbering(symbols, runs):
+        def resolve(name):
+            if name in symbols:
+                sym = symbols[name]
+                return dfa_build.RunCall(sym) if runs[name] else sym
+            return call_symbol(name)
+        return resolve
+
+    runs = {"r0": run0, "r1": run1}
+    clear_fragment_cache()
+    _built(e, numbering(first, runs))
+    shared = _built(e, numbering(second, runs))
+    clear_fragment_cache()
+    fresh = _built(e, numbering(second, runs))
+    assert _same_dfa(shared, fresh)
+    # a reference built as a run after it was a plain call (or back): not the same DFA
+    flipped = {"r0": not run0, "r1": run1}
+    shared = _built(e, numbering(second, flipped))
+    clear_fragment_cache()
+    assert _same_dfa(shared, _built(e, numbering(second, flipped)))
+
+
+def test_shared_fragments_follow_what_a_name_inlines():
+    """The same expression whose reference inlines different rules gets different DFAs (the
+    cache key holds what every name reached resolves to, inlined rules included)."""
+    clear_fragment_cache()
+    e = seq(lit("{"), ref("v"), lit("}"))
+    inner = {"v": alt(ref("w"), lit("x")), "w": lit("a")}
+    other = {"v": alt(ref("w"), lit("x")), "w": lit("b")}
+    d1 = _built(e, inner.__getitem__)
+    d2 = _built(e, other.__getitem__)
+    assert walk(d1, b"{a}") and not walk(d1, b"{b}")
+    assert walk(d2, b"{b}") and not walk(d2, b"{a}")
+    # the same resolution from another grammar: the cached DFA itself
+    assert _built(e, dict(inner).__getitem__) is d1
+
+
 # --------------------------------------------------------------------------- per grammar
 
 
