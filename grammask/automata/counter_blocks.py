@@ -96,6 +96,8 @@ def extract_counter_blocks(grammar: Grammar) -> tuple[Grammar, dict[str, Counter
         t = type(e)
         if t is not Seq and t is not Alt and t is not Repeat:
             return e  # a leaf or a reference: nothing to rewrite
+        if not _has_large_repeat(e):
+            return e
         hit = done.get(id(e))
         if hit is not None and hit[0] is e:
             return hit[1]
@@ -140,6 +142,36 @@ def extract_counter_blocks(grammar: Grammar) -> tuple[Grammar, dict[str, Counter
     for name in blocks:
         rules[name] = next(node for node, n in by_node.items() if n == name)
     return Grammar(rules, grammar.start), blocks
+
+
+# Composite nodes without a repetition of MIN_BOUND or more (references not followed): no
+# grammar turns anything in them into a block. For the whole process (nodes are immutable
+# and shared, see ir.intern_node); bounded.
+_LARGE: dict[Expr, bool] = {}
+_LARGE_MAX = 1 << 16
+
+
+def _has_large_repeat(e: Expr) -> bool:
+    hit = _LARGE.get(e)
+    if hit is not None:
+        return hit
+    # post-order without recursion (IR trees can be deep)
+    stack = [(e, False)]
+    while stack:
+        x, ready = stack.pop()
+        if x in _LARGE:
+            continue
+        kids = [k for k in ((x.item,) if type(x) is Repeat else x.items)
+                if type(k) is Seq or type(k) is Alt or type(k) is Repeat]
+        if not ready:
+            stack.append((x, True))
+            stack.extend((k, False) for k in kids if k not in _LARGE)
+            continue
+        large = type(x) is Repeat and (x.max if x.max is not None else x.min) >= MIN_BOUND
+        if len(_LARGE) >= _LARGE_MAX:
+            _LARGE.clear()
+        _LARGE[x] = large or any(_LARGE.get(k, True) for k in kids)
+    return _LARGE[e]
 
 
 def _as_block(e: Repeat, rules, recursive_cache) -> CounterBlock | None:

@@ -161,8 +161,6 @@ class GrammarDfas:
         self.single_use = single_use
         self.memo: dict[Expr, RuleDfa] = {}  # by value
         self.by_id: dict[int, tuple[Expr, RuleDfa]] = {}  # by identity: no hashing of trees
-        self.ref_free: dict[int, tuple[Expr, bool]] = {}  # by identity: _has_refs(expr)
-        self.refs: dict[int, tuple[Expr, set[str]]] = {}  # by identity: refs_of(expr)
 
     def rule_dfa(self, expr: Expr) -> RuleDfa:
         return _Builder(_Nfa(), self).fragment(expr)
@@ -180,7 +178,7 @@ class GrammarDfas:
         stack = [e]
         try:
             while stack:
-                for name in self._refs(stack.pop()):
+                for name in refs_of(stack.pop()):
                     if name not in resolved:
                         target = resolved[name] = self.call_symbol(name)
                         if isinstance(target, Expr):
@@ -194,14 +192,6 @@ class GrammarDfas:
             (name, t if isinstance(t, Expr) else ("run", rank[t.sym]) if type(t) is RunCall
              else rank[t]) for name, t in resolved.items()))
         return ("rule", e, sig), np.array(syms, dtype=_I32)
-
-    def _refs(self, e: Expr) -> set[str]:
-        known = self.refs.get(id(e))
-        if known is not None and known[0] is e:
-            return known[1]
-        out = refs_of(e)
-        self.refs[id(e)] = (e, out)
-        return out
 
 
 def rule_dfa_reference(expr: Expr, call_symbol: CallSymbol | None = None) -> RuleDfa:
@@ -264,6 +254,7 @@ def clear_fragment_cache() -> None:
     with _FRAGMENTS_LOCK:
         _FRAGMENTS.clear()
         _fragment_bytes = 0
+        _SEEN.clear()
     _UTF8_TEMPLATES.clear()
 
 
@@ -391,6 +382,9 @@ def _utf8_template(ranges: tuple) -> tuple[int, list[int]]:
 # --------------------------------------------------------------------------- fragments
 
 _FRAGMENTS: OrderedDict = OrderedDict()
+# hashes of the expressions with references built so far (see _Builder._shared_fragment)
+_SEEN: set[int] = set()
+_SEEN_MAX = 1 << 16
 _FRAGMENTS_LOCK = threading.Lock()
 _fragment_bytes = 0
 
@@ -585,13 +579,9 @@ class _Builder:
             for a, b in zip(starts, ends):
                 self.build(item, a, b)
 
-    def _ref_free(self, e: Expr) -> bool:
-        known = self.grammar.ref_free.get(id(e))
-        if known is not None and known[0] is e:
-            return known[1]
-        free = not _has_refs(e)
-        self.grammar.ref_free[id(e)] = (e, free)
-        return free
+    @staticmethod
+    def _ref_free(e: Expr) -> bool:
+        return not refs_of(e)
 
     def build_dfa(self, e: Expr) -> RuleDfa:
         self.root = e
@@ -616,7 +606,16 @@ class _Builder:
     def _shared_fragment(self, e: Expr) -> RuleDfa:
         """The DFA of ``e`` (which refers to rules) through the process-wide LRU, keyed by
         ``e`` and how the rules it reaches are resolved (see GrammarDfas.resolution); call
-        symbols are stored as their ranks among the symbols reached."""
+        symbols are stored as their ranks among the symbols reached.
+
+        Only expressions met before (by hash) are looked up: finding what a rule reaches
+        walks it, and most rules (an object's properties) occur in one grammar only."""
+        h = hash(e)
+        if h not in _SEEN:
+            if len(_SEEN) >= _SEEN_MAX:
+                _SEEN.clear()
+            _SEEN.add(h)
+            return self._built(e)
         res = self.grammar.resolution(e)
         if res is None:
             return self._built(e)
@@ -670,17 +669,3 @@ class _Builder:
                 out += (base + s, lo, hi, base + t)
             if a.accepting[s]:
                 nfa.eps += (base + s, dst)
-
-
-def _has_refs(e: Expr) -> bool:
-    stack = [e]
-    while stack:
-        x = stack.pop()
-        t = type(x)
-        if t is Ref:
-            return True
-        if t is Seq or t is Alt:
-            stack.extend(x.items)
-        elif t is Repeat:
-            stack.append(x.item)
-    return False

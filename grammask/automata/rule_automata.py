@@ -269,11 +269,28 @@ class _Shape:
     coef: dict[str, float]
 
 
-def _shape(e: Expr, memo: dict | None = None) -> _Shape:
+# Shapes and sizes of nodes, for the whole process: nodes are immutable and the helpers
+# that build them share equal ones (ir.intern_node), so the rules every JSON schema has (any
+# value, strings) are analysed once. Bounded like the intern table.
+_SHAPES: dict = {}
+_SIZES: dict = {}
+_MEMO_MAX = 1 << 16
+
+
+def _shape(e: Expr) -> _Shape:
+    """The shape of ``e`` (memoized)."""
+    shape = _SHAPES.get(e)
+    if shape is None:
+        if len(_SHAPES) >= _MEMO_MAX:
+            _SHAPES.clear()
+        shape = _SHAPES[e] = _walk_shape(e)
+    return shape
+
+
+def _walk_shape(e: Expr) -> _Shape:
     """The shape of ``e``, walked as a tree; the size of a reference-free composite node is
-    computed once (``memo``, by identity: the IR is a DAG whose shared parts, like a string's
+    computed once (see _pure_size: the IR is a DAG whose shared parts, like a string's
     escape spellings, are reference-free)."""
-    memo = {} if memo is None else memo
     const = 0.0
     coef: dict[str, float] = {}
     uses: dict[str, int] = {}
@@ -285,7 +302,7 @@ def _shape(e: Expr, memo: dict | None = None) -> _Shape:
             coef[x.name] = coef.get(x.name, 0.0) + m
             uses[x.name] = uses.get(x.name, 0) + 1
             continue
-        size = _pure_size(x, memo)
+        size = _pure_size(x)
         if size is not None:
             const += m * size
         elif t is Repeat:  # composite nodes that refer to rules: walked
@@ -302,7 +319,7 @@ def _times(r: Repeat) -> int:
     return max(r.max if r.max is not None else r.min + 1, 1)
 
 
-def _pure_size(e: Expr, memo: dict) -> float | None:
+def _pure_size(e: Expr) -> float | None:
     """The size estimate of ``e`` when it refers to no rule, else None (memoized for
     composite nodes)."""
     t = type(e)
@@ -316,21 +333,23 @@ def _pure_size(e: Expr, memo: dict) -> float | None:
         return float(len(e.edges))
     if t is not Seq and t is not Alt and t is not Repeat:
         return 1.0
-    hit = memo.get(id(e))
-    if hit is not None and hit[0] is e:
-        return hit[1]
+    hit = _SIZES.get(e)
+    if hit is not None:
+        return None if hit < 0 else hit
     if t is Repeat:
-        inner = _pure_size(e.item, memo)
+        inner = _pure_size(e.item)
         size = None if inner is None else 1.0 + inner * _times(e)
     else:
         size = 1.0
         for item in e.items:
-            inner = _pure_size(item, memo)
+            inner = _pure_size(item)
             if inner is None:
                 size = None
                 break
             size += inner
-    memo[id(e)] = (e, size)
+    if len(_SIZES) >= _MEMO_MAX:
+        _SIZES.clear()
+    _SIZES[e] = -1.0 if size is None else size
     return size
 
 
@@ -339,12 +358,11 @@ def _reachable_rules(grammar: Grammar, shapes: dict[str, _Shape]) -> list[str]:
     rules = grammar.rules
     order = [grammar.start]
     seen = {grammar.start}
-    memo: dict = {}
     i = 0
     while i < len(order):
         name = order[i]
         i += 1
-        shapes[name] = _shape(rules[name], memo)
+        shapes[name] = _shape(rules[name])
         for r in shapes[name].refs:
             if r not in rules:
                 raise GrammarError(f"rule {name!r} refers to undefined rule {r!r}")

@@ -96,6 +96,7 @@ class Seq(_Kept):
 
     items: tuple[Expr, ...]
     _hash: int = field(default=0, init=False, repr=False, compare=False)
+    _refs: frozenset | None = field(default=None, init=False, repr=False, compare=False)
 
     def _fields(self) -> tuple:
         return (self.items,)
@@ -107,6 +108,7 @@ class Alt(_Kept):
 
     items: tuple[Expr, ...]
     _hash: int = field(default=0, init=False, repr=False, compare=False)
+    _refs: frozenset | None = field(default=None, init=False, repr=False, compare=False)
 
     def _fields(self) -> tuple:
         return (self.items,)
@@ -120,6 +122,7 @@ class Repeat(_Kept):
     min: int
     max: int | None
     _hash: int = field(default=0, init=False, repr=False, compare=False)
+    _refs: frozenset | None = field(default=None, init=False, repr=False, compare=False)
 
     def _fields(self) -> tuple:
         return (self.item, self.min, self.max)
@@ -200,6 +203,26 @@ class Grammar:
 
 # --------------------------------------------------------------------------- construction
 
+# Composite nodes built through the helpers below are hash-consed: an equal node built
+# before is returned instead, so equal subtrees of different rules and grammars (a JSON
+# string, any JSON value) are one object. Comparisons of such trees stop at identity, and
+# what passes keep per node (refs_of, the analyses' memos) is computed once per process.
+# Bounded: past _INTERN_MAX nodes the table starts again (nodes stay valid, only unshared).
+_INTERNED: dict = {}
+_INTERN_MAX = 1 << 18
+
+
+def intern_node(node: Expr) -> Expr:
+    """The node equal to ``node`` that the process keeps (``node`` itself the first time)."""
+    hit = _INTERNED.get(node)
+    if hit is not None:
+        return hit
+    if len(_INTERNED) >= _INTERN_MAX:
+        _INTERNED.clear()
+    _INTERNED[node] = node
+    return node
+
+
 
 EMPTY = Empty()
 NOTHING = Nothing()
@@ -230,7 +253,7 @@ def seq(*items: Expr | Iterable[Expr]) -> Expr:
         return EMPTY
     if len(flat) == 1:
         return flat[0]
-    return Seq(tuple(flat))
+    return intern_node(Seq(tuple(flat)))
 
 
 def alt(*items: Expr | Iterable[Expr]) -> Expr:
@@ -248,7 +271,7 @@ def alt(*items: Expr | Iterable[Expr]) -> Expr:
         return NOTHING
     if len(flat) == 1:
         return flat[0]
-    return Alt(tuple(flat))
+    return intern_node(Alt(tuple(flat)))
 
 
 def rep(item: Expr, lo: int = 0, hi: int | None = None) -> Expr:
@@ -263,7 +286,7 @@ def rep(item: Expr, lo: int = 0, hi: int | None = None) -> Expr:
         return EMPTY if lo == 0 else NOTHING
     if lo == 1 and hi == 1:
         return item
-    return Repeat(item, lo, hi)
+    return intern_node(Repeat(item, lo, hi))
 
 
 def opt(item: Expr) -> Expr:
@@ -382,19 +405,43 @@ def intersect_ranges(
 # --------------------------------------------------------------------------- inspection
 
 
-def refs_of(expr: Expr) -> set[str]:
-    """Names of the rules ``expr`` refers to."""
-    out: set[str] = set()
-    stack = [expr]
+_NO_REFS: frozenset = frozenset()
+
+
+def refs_of(expr: Expr) -> frozenset[str]:
+    """Names of the rules ``expr`` refers to. Kept on every composite node on the way (the
+    nodes are immutable and shared between rules and grammars: each is walked once)."""
+    t = type(expr)
+    if t is Ref:
+        return frozenset((expr.name,))
+    if t is not Seq and t is not Alt and t is not Repeat:
+        return _NO_REFS
+    if expr._refs is not None:
+        return expr._refs
+    # post-order without recursion (IR trees can be deep)
+    stack = [(expr, False)]
     while stack:
-        e = stack.pop()
-        if isinstance(e, Ref):
-            out.add(e.name)
-        elif isinstance(e, (Seq, Alt)):
-            stack.extend(e.items)
-        elif isinstance(e, Repeat):
-            stack.append(e.item)
-    return out
+        e, ready = stack.pop()
+        if e._refs is not None:
+            continue
+        kids = (e.item,) if type(e) is Repeat else e.items
+        if not ready:
+            stack.append((e, True))
+            stack.extend((k, False) for k in kids
+                         if type(k) in _COMPOSITE and k._refs is None)
+            continue
+        names = set()
+        for k in kids:
+            tk = type(k)
+            if tk is Ref:
+                names.add(k.name)
+            elif tk in _COMPOSITE:
+                names.update(k._refs)
+        object.__setattr__(e, "_refs", frozenset(names) if names else _NO_REFS)
+    return expr._refs
+
+
+_COMPOSITE = (Seq, Alt, Repeat)
 
 
 def to_text(expr: Expr) -> str:

@@ -70,6 +70,7 @@ from .ir import (
     Nothing,
     Ref,
     alt,
+    intern_node,
     any_char,
     char_ranges,
     lit,
@@ -1607,7 +1608,7 @@ def _not_in_set(words: list[str], tail: Expr | None = None, encoded: bool = Fals
         # children are distinct characters: no need for alt()'s deduplication (and hashing)
         if len(parts) == 1:
             return parts[0]
-        return Alt(tuple(parts)) if parts else NOTHING
+        return intern_node(Alt(tuple(parts))) if parts else NOTHING
 
     return build(trie)
 

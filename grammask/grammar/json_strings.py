@@ -37,6 +37,7 @@ from .ir import (
     Repeat,
     Seq,
     alt,
+    intern_node,
     byte_ranges,
     char_ranges,
     chars,
@@ -94,7 +95,7 @@ def _encode_charset(ranges) -> Expr:
         parts.append(escapes)
     if not parts:
         return NOTHING
-    return parts[0] if len(parts) == 1 else Alt(tuple(parts))
+    return parts[0] if len(parts) == 1 else intern_node(Alt(tuple(parts)))
 
 
 @functools.lru_cache(maxsize=256)
@@ -106,7 +107,7 @@ def _escapes(ranges) -> Expr | None:
     lits = [_ESCAPE_LITS[c] for lo, hi in ranges for c in range(lo, hi + 1)]
     if not lits:
         return None
-    return lits[0] if len(lits) == 1 else Alt(tuple(lits))
+    return lits[0] if len(lits) == 1 else intern_node(Alt(tuple(lits)))
 
 
 def _encode_byteset(ranges) -> Expr:

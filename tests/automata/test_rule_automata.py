@@ -406,12 +406,15 @@ def test_shared_fragments_follow_what_a_name_inlines():
     e = seq(lit("{"), ref("v"), lit("}"))
     inner = {"v": alt(ref("w"), lit("x")), "w": lit("a")}
     other = {"v": alt(ref("w"), lit("x")), "w": lit("b")}
-    d1 = _built(e, inner.__getitem__)
+    _built(e, inner.__getitem__)  # met once: built, not kept
+    assert not any(isinstance(k, tuple) for k in dfa_build._FRAGMENTS)
+    d1 = _built(e, inner.__getitem__)  # met again: kept
     d2 = _built(e, other.__getitem__)
     assert walk(d1, b"{a}") and not walk(d1, b"{b}")
     assert walk(d2, b"{b}") and not walk(d2, b"{a}")
     # the same resolution from another grammar: the cached DFA itself
     assert _built(e, dict(inner).__getitem__) is d1
+    assert _built(e, dict(other).__getitem__) is d2
 
 
 # --------------------------------------------------------------------------- per grammar

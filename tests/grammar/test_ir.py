@@ -8,7 +8,20 @@ import pickle
 import subprocess
 import sys
 
-from grammask.grammar.ir import Alt, Repeat, Seq, alt, chars, lit, ref, rep, seq, star
+from grammask.grammar.ir import (
+    Alt,
+    Repeat,
+    Seq,
+    alt,
+    chars,
+    intern_node,
+    lit,
+    ref,
+    refs_of,
+    rep,
+    seq,
+    star,
+)
 
 
 def _expr():
@@ -16,8 +29,17 @@ def _expr():
                alt(lit("}"), seq(lit(","), ref("more"))))
 
 
+def _copy(e):
+    """``e`` rebuilt through the constructors (not shared with the helpers' nodes)."""
+    if isinstance(e, (Seq, Alt)):
+        return type(e)(tuple(_copy(i) for i in e.items))
+    if isinstance(e, Repeat):
+        return Repeat(_copy(e.item), e.min, e.max)
+    return e
+
+
 def test_equal_trees_hash_equal_and_differ_by_type_and_bounds():
-    a, b = _expr(), _expr()
+    a, b = _expr(), _copy(_expr())
     assert a is not b and a == b and hash(a) == hash(b)
     assert {a: 1}[b] == 1
     items = (lit("x"), ref("y"))
@@ -25,6 +47,15 @@ def test_equal_trees_hash_equal_and_differ_by_type_and_bounds():
     assert Repeat(lit("x"), 0, 3) != Repeat(lit("x"), 0, 4)
     assert Repeat(lit("x"), 0, None) == Repeat(lit("x"), 0, None)
     assert seq(lit("a"), ref("b")) != seq(lit("a"), ref("c"))
+
+
+def test_helpers_share_equal_nodes():
+    a, b = _expr(), _expr()
+    assert a is b
+    assert intern_node(_copy(a)) is a
+    assert seq(lit("a"), ref("b")) is not seq(lit("a"), ref("c"))
+    # the shared node's kept facts are the same for every rule that holds it
+    assert refs_of(a) == {"key", "ws", "more"} and refs_of(b) is refs_of(a)
 
 
 def test_pickled_in_another_process_hashes_as_built_here():
