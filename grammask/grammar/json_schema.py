@@ -70,10 +70,11 @@ from .ir import (
     Nothing,
     Ref,
     alt,
-    intern_node,
     any_char,
     char_ranges,
+    intern_node,
     lit,
+    refs_of,
     rep,
     seq,
     star,
@@ -97,6 +98,9 @@ ALL_TYPES = ("null", "boolean", "integer", "number", "string", "array", "object"
 #: The schema ``true`` where no schema constrains a value (a pointer of its own: it names
 #: the rules of any JSON value).
 _ANY_VALUE = Loc(True, "#/any_value", "")
+
+#: options -> (name, {rule: body}): the rules of any JSON value (see _Converter._options)
+_ANY_VALUE_RULES: dict[tuple, tuple[str, dict]] = {}
 
 _ANNOTATIONS = frozenset(
     {
@@ -249,6 +253,8 @@ class _Layout:
         self.item_sep = item
         self.key_sep_text = key
         self.ws = Ref("ws")
+        self._key_sep = seq(self.ws, lit(":"), self.ws) if self.any_ws else lit(key)
+        self._between: dict[int, Expr] = {}  # by depth (0 where depth does not matter)
 
     @property
     def depth_matters(self) -> bool:
@@ -265,11 +271,17 @@ class _Layout:
         return EMPTY
 
     def between(self, depth: int) -> Expr:
-        if self.any_ws:
-            return seq(self.ws, lit(","), self.ws)
-        if self.indent is not None:
-            return seq(lit(self.item_sep), self._nl(depth + 1))
-        return lit(self.item_sep)
+        d = depth if self.indent is not None else 0
+        out = self._between.get(d)
+        if out is None:
+            if self.any_ws:
+                out = seq(self.ws, lit(","), self.ws)
+            elif self.indent is not None:
+                out = seq(lit(self.item_sep), self._nl(depth + 1))
+            else:
+                out = lit(self.item_sep)
+            self._between[d] = out
+        return out
 
     def last(self, depth: int, nonempty: bool) -> Expr:
         if self.any_ws:
@@ -279,9 +291,7 @@ class _Layout:
         return EMPTY
 
     def key_sep(self) -> Expr:
-        if self.any_ws:
-            return seq(self.ws, lit(":"), self.ws)
-        return lit(self.key_sep_text)
+        return self._key_sep
 
 
 class _Converter:
@@ -384,6 +394,14 @@ class _Converter:
         name = self.memo.get(key)
         if name is not None:
             return name
+        any_value = locs[0] is _ANY_VALUE and not self.layout.depth_matters
+        if any_value:
+            name = self._any_value_again()
+            if name is not None:
+                self.memo[key] = name
+                return name
+            before = set(self.rules)
+            kept_as = self._any_value_key()
         self.check_budget(locs[0].ptr)
         name = self.fresh_name(locs[0].ptr)
         self.memo[key] = name
@@ -393,6 +411,50 @@ class _Converter:
         for loc in locs:
             self.absorb(facts, loc)
         self.rules[name] = self.emit(facts, d, locs[0].ptr)
+        if any_value:
+            self._keep_any_value(name, before, kept_as)
+        return name
+
+    # The rules of any JSON value depend on the options alone: made once per process and
+    # options, copied into later grammars (their nodes are shared, see ir.intern_node) in the
+    # order the emission made them.
+
+    def _any_value_key(self) -> tuple:
+        L = self.layout
+        return (L.any_ws, L.indent, L.item_sep, L.key_sep_text, self.strict, self.lenient,
+                self.draft4, "json_char" in self.rules)
+
+    def _keep_any_value(self, name: str, before: set[str], key: tuple) -> None:
+        """Remembers rule ``name`` (any value) under ``key`` (the options and rules before
+        its emission): the rules the emission added, in order, and the earlier rules it
+        refers to."""
+        reached = {name}
+        stack = [name]
+        while stack:
+            for r in refs_of(self.rules[stack.pop()]):
+                if r not in reached:
+                    reached.add(r)
+                    stack.append(r)
+        added = {r: body for r, body in self.rules.items() if r in reached and r not in before}
+        needed = {r: self.rules[r] for r in reached if r in before}
+        if len(_ANY_VALUE_RULES) >= 64:
+            _ANY_VALUE_RULES.clear()
+        _ANY_VALUE_RULES[key] = (name, added, needed)
+
+    def _any_value_again(self) -> str | None:
+        """The rule of any value, copied with the rules it adds from an earlier grammar of
+        the same options; None when there is none or the names differ here."""
+        kept = _ANY_VALUE_RULES.get(self._any_value_key())
+        if kept is None:
+            return None
+        name, added, needed = kept
+        if any(self.rules.get(r) is not body for r, body in needed.items()):
+            return None
+        if any(r in self.rules or (r in self.names and r != "json_char") for r in added):
+            return None
+        for r, body in added.items():
+            self.rules[r] = body
+            self.names.add(r)
         return name
 
     def value(self, locs: list[Loc], depth: int) -> Expr:

@@ -562,3 +562,46 @@ def test_pattern_strings_agree_with_validator(s):
     schema = {"type": "string", "pattern": "^(a|\")*b?$", "maxLength": 4}
     g = grammar_from_json_schema(schema)
     assert matches(g, json.dumps(s, ensure_ascii=False).encode()) == validates(schema, s)
+
+
+def _fresh_text(schema, **options) -> str:
+    """The grammar text of ``schema`` converted in a process that converted nothing else."""
+    import subprocess
+    import sys
+
+    code = ("import json, sys\n"
+            "from grammask.grammar.json_schema import grammar_from_json_schema\n"
+            "schema, options = json.loads(sys.argv[1])\n"
+            "sys.stdout.write(str(grammar_from_json_schema(schema, **options)))\n")
+    return subprocess.run([sys.executable, "-c", code, json.dumps([schema, options])],
+                          capture_output=True, text=True, check=True).stdout
+
+
+def test_any_value_rules_do_not_depend_on_earlier_grammars():
+    """The rules of any JSON value are made once per process and options and copied into
+    later grammars: every grammar is the one a fresh process makes, whatever came before
+    (a grammar that had made json_char before its any-value rules, or not; other options)."""
+    schemas = [
+        {"type": "object", "properties": {"a": {"type": "string"}, "b": {}}},
+        {"type": "array", "items": {"type": "object", "properties": {"x": {"type": "integer"}}}},
+        {"properties": {"s": {"type": "string"}}, "additionalProperties": True},
+        {"type": "object", "properties": {"n": {"type": "object"}}, "required": ["n"]},
+        {},
+    ]
+    for options in ({"strict_mode": False}, {"strict_mode": True},
+                    {"any_whitespace": False}, {"any_whitespace": False, "indent": 2}):
+        for order in (schemas, schemas[::-1]):
+            for schema in order:
+                here = str(grammar_from_json_schema(schema, **options))
+                assert here == _fresh_text(schema, **options), (schema, options)
+
+
+def test_any_value_rules_give_way_to_a_schema_rule_of_the_same_name():
+    grammar_from_json_schema({"type": "object", "properties": {"a": {}}}, strict_mode=False)
+    # "#/any_value" is a schema location here: its rule takes the name first
+    schema = {"any_value": {"type": "integer"},
+              "type": "object", "properties": {"p": {"$ref": "#/any_value"}, "q": {}}}
+    g = grammar_from_json_schema(schema, strict_mode=False)
+    assert str(g) == _fresh_text(schema, strict_mode=False)
+    assert matches(g, b'{"p": 1, "q": [true, {"z": null}]}')
+    assert not matches(g, b'{"p": "one"}')
