@@ -75,9 +75,12 @@ class GrammarCompiler:
         :class:`grammask.UnsupportedSchemaError`."""
         if hasattr(schema, "model_json_schema"):
             schema = schema.model_json_schema()
-        key_schema = schema if isinstance(schema, str) else json.dumps(schema, sort_keys=True)
-        key = ("json", key_schema, any_whitespace, indent,
-               tuple(separators) if separators else None, strict_mode, lenient)
+        key = None
+        if self._cache_enabled:
+            key_schema = (schema if isinstance(schema, str)
+                          else json.dumps(schema, sort_keys=True))
+            key = ("json", key_schema, any_whitespace, indent,
+                   tuple(separators) if separators else None, strict_mode, lenient)
         return self._cached(key, lambda: Grammar.from_json_schema(
             schema, any_whitespace=any_whitespace, indent=indent, separators=separators,
             strict_mode=strict_mode, lenient=lenient))

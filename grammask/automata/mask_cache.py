@@ -53,10 +53,10 @@ class MaskCache:
         self._unc_out = np.empty(max(1, len(ids)), dtype=np.int32)
         self._ids_out = np.empty(max(1, len(ids)), dtype=np.int32)
         self._zeros = np.zeros(words, dtype=np.int32)
-        lengths = np.diff(trie.tok_ptr)
-        self._max_depth = int(lengths.max()) if len(lengths) else 1
+        self._max_depth = trie.max_token_len
         self._n_dense = n_dense
         self._scratch = None  # parser buffers for Earley-based builds
+        self._rex_buf = None  # build_cache's token-sized scratch
         self._scc = None  # strongly connected components, for shared walks
         self._memo = None  # the subtree memo of full walks (see mask_kernels.mask_cache)
         self._canon = np.full(n_dense, -1, dtype=np.int32)
@@ -168,8 +168,7 @@ class MaskCache:
                 n_unc = MC.build_cache(g, s, items, sets, htab, meta, trie.tok_bytes,
                                        trie.tok_ptr, trie.sorted_ids, trie.lcp, trie.skip,
                                        follow, self._acc_bits, self._unc_out, self._max_depth,
-                                       long_unc, self._memo_arrays(),
-                                       np.empty((len(trie.sorted_ids), 2), dtype=np.int32))
+                                       long_unc, self._memo_arrays(), self._rex())
                 self._memo_room()
             if n_unc != E.FULL:
                 break
@@ -192,6 +191,12 @@ class MaskCache:
         unc_off = self._append(unc)
         MC.store_cache_row(self.cmeta, row, kind, acc_off, len(data), unc_off, n_unc)
         self.n_built += 1
+
+    def _rex(self) -> np.ndarray:
+        """build_cache's scratch rows (one per token), made once (builds hold the lock)."""
+        if self._rex_buf is None:
+            self._rex_buf = np.empty((max(1, len(self._trie.sorted_ids)), 2), dtype=np.int32)
+        return self._rex_buf
 
     def _through_row(self, s: int) -> tuple[int, np.ndarray | None]:
         """For a state whose only edge is one rule call: the cmeta row of that rule's start

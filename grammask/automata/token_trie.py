@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import weakref
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -32,6 +33,12 @@ class TokenTrie:
     vocab_size: int
     universe: np.ndarray  # int32 bitmask row with the bit of every token in the trie set
     blob: np.ndarray  # the int32 arrays above packed for the kernels (matcher_kernels.pack_trie)
+
+    @cached_property
+    def max_token_len(self) -> int:
+        """Bytes of the longest token (1 when there is none)."""
+        lengths = np.diff(self.tok_ptr)
+        return int(lengths.max()) if len(lengths) else 1
 
     @property
     def memory_size_bytes(self) -> int:
