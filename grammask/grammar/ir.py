@@ -209,7 +209,7 @@ class Grammar:
 # what passes keep per node (refs_of, the analyses' memos) is computed once per process.
 # Bounded: past _INTERN_MAX nodes the table starts again (nodes stay valid, only unshared).
 _INTERNED: dict = {}
-_INTERN_MAX = 1 << 18
+_INTERN_MAX = 1 << 16
 
 
 def intern_node(node: Expr) -> Expr:
