@@ -12,8 +12,10 @@ The Python walk costs more than the kernel, so it avoids repeated work:
 - a sub-expression emitted several times (the item of a repetition, a rule inlined at
   several places) is first reduced to its own minimal DFA (a *fragment*); the NFA records
   each copy as four integers and the kernel writes the copies out;
-- fragments of expressions without rule references are kept in a process-wide LRU, so the
-  pieces every JSON schema has (strings, numbers, whitespace) are built once per process;
+- fragments are kept in a process-wide LRU, so the pieces every JSON schema has (strings,
+  numbers, any JSON value) are built once per process: a reference-free expression keyed by
+  itself, one with references by itself and how each name it reaches resolves (symbols as
+  ranks, renamed for each grammar; tried from an expression's second appearance on);
 - a rule inlined at one place only is emitted in place (no fragment: its states would be
   determinized twice).
 """

@@ -10,7 +10,8 @@ Everything is immutable and hashable, so passes can memoize on nodes. Text is Un
 sets to UTF-8 byte sequences, so that the automata only ever see bytes.
 
 Build expressions with the helpers at the bottom (:func:`seq`, :func:`alt`, :func:`rep`,
-:func:`lit`, :func:`chars`...): they flatten and simplify, so front-ends need not.
+:func:`lit`, :func:`chars`...): they flatten and simplify, so front-ends need not, and they
+share equal composite nodes process-wide (:func:`intern_node`).
 """
 
 from __future__ import annotations
