@@ -1479,6 +1479,7 @@ class _Converter:
             return out
 
         body = state(0, 0)
+        del state  # a recursive closure: left alone, a reference cycle for the collector
         # empty object: only when nothing is required and min_p == 0
         parts = []
         if not isinstance(body, Nothing):
@@ -1672,7 +1673,9 @@ def _not_in_set(words: list[str], tail: Expr | None = None, encoded: bool = Fals
             return parts[0]
         return intern_node(Alt(tuple(parts))) if parts else NOTHING
 
-    return build(trie)
+    out = build(trie)
+    del build  # a recursive closure: left alone, a reference cycle for the collector
+    return out
 
 
 def _length_bounds(e: Expr) -> tuple[int | None, int | None]:
