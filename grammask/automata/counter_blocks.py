@@ -137,7 +137,7 @@ def extract_counter_blocks(grammar: Grammar) -> tuple[Grammar, dict[str, Counter
         if new is not body:
             rules[name] = new
             changed = True
-    del visit, _visit  # mutually recursive closures: a reference cycle otherwise
+    visit = _visit = None  # mutually recursive closures: a reference cycle otherwise
     if not changed:
         return grammar, {}
     for name in blocks:

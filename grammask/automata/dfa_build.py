@@ -185,7 +185,7 @@ class GrammarDfas:
                         target = resolved[name] = self.call_symbol(name)
                         if isinstance(target, Expr):
                             stack.append(target)
-        except Exception:  # an undefined rule: let the build raise its own error
+        except (KeyError, GrammarError):  # an undefined rule: the build reports it
             return None
         syms = sorted(t if isinstance(t, int) else t.sym for t in resolved.values()
                       if not isinstance(t, Expr))

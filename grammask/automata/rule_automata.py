@@ -250,14 +250,6 @@ class _Analysis:
                                   self.uses, always_inlined)
 
 
-def _analyse(grammar: Grammar, always_kept: set[str] = frozenset(),
-             always_inlined: set[str] = frozenset()) -> tuple[list[str], dict[str, int]]:
-    """The rules to keep and the number of references to every reachable rule (see
-    :class:`_Analysis`)."""
-    a = _Analysis(grammar, always_kept)
-    return a.kept(always_inlined), a.uses
-
-
 @dataclass
 class _Shape:
     """What the rule analysis needs of a rule body, from one walk over it."""

@@ -224,7 +224,6 @@ def intern_node(node: Expr) -> Expr:
     return node
 
 
-
 EMPTY = Empty()
 NOTHING = Nothing()
 

@@ -99,8 +99,9 @@ ALL_TYPES = ("null", "boolean", "integer", "number", "string", "array", "object"
 #: the rules of any JSON value).
 _ANY_VALUE = Loc(True, "#/any_value", "")
 
-#: options -> (name, {rule: body}): the rules of any JSON value (see _Converter._options)
-_ANY_VALUE_RULES: dict[tuple, tuple[str, dict]] = {}
+#: the rules of any JSON value, by _Converter._any_value_key: (its rule's name, the rules its
+#: emission added, the earlier rules they refer to); see _Converter._keep_any_value
+_ANY_VALUE_RULES: dict[tuple, tuple[str, dict, dict]] = {}
 
 _ANNOTATIONS = frozenset(
     {
@@ -1479,7 +1480,7 @@ class _Converter:
             return out
 
         body = state(0, 0)
-        del state  # a recursive closure: left alone, a reference cycle for the collector
+        state = None  # a recursive closure: kept, a reference cycle for the collector
         # empty object: only when nothing is required and min_p == 0
         parts = []
         if not isinstance(body, Nothing):
@@ -1674,7 +1675,7 @@ def _not_in_set(words: list[str], tail: Expr | None = None, encoded: bool = Fals
         return intern_node(Alt(tuple(parts))) if parts else NOTHING
 
     out = build(trie)
-    del build  # a recursive closure: left alone, a reference cycle for the collector
+    build = None  # a recursive closure: kept, a reference cycle for the collector
     return out
 
 

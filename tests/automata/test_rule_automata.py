@@ -52,7 +52,7 @@ def previous_build(grammar: Grammar) -> ra.RuleAutomata:
     minimize per kept rule, fixpoints over fsm.Dfa objects, assembly with np.unique. The
     choice of kept rules is shared with the current code (it is policy, not construction)."""
     rules = grammar.rules
-    keep, _ = ra._analyse(grammar)
+    keep = ra._Analysis(grammar).kept()
     index = {name: i for i, name in enumerate(keep)}
 
     def call_symbol(name):
