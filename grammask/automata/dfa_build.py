@@ -270,13 +270,14 @@ class _Nfa:
     and written out by the kernel.
     """
 
-    __slots__ = ("calls", "copies", "copy_at", "edges", "eps", "frag_index", "frags", "n",
-                 "utf8_at")
+    __slots__ = ("blocks", "calls", "copies", "copy_at", "edges", "eps", "frag_index", "frags",
+                 "n", "utf8_at")
 
     def __init__(self):
         self.n = 2
         self.eps: list[int] = []  # src, dst, src, dst...
         self.edges: list[int] = []  # src, lo, hi, dst...
+        self.blocks: list[np.ndarray] = []  # more edges, as int32 arrays (automata)
         self.calls: list[int] = []  # src, symbol, dst...
         self.copies: list[int] = []  # fragment, entry, exit, first state...
         self.frags: list[RuleDfa] = []
@@ -314,7 +315,8 @@ class _Nfa:
 
     def minimal_dfa(self) -> RuleDfa:
         frags = self.frags
-        if self.copies == [0, 0, 1, 2] and not (self.eps or self.edges or self.calls):
+        if self.copies == [0, 0, 1, 2] and not (self.eps or self.edges or self.calls
+                                                 or self.blocks):
             return frags[0]  # exactly one fragment: already minimal
         ptr = np.zeros((len(frags) + 1, 3), dtype=np.int64)
         if frags:
@@ -329,7 +331,8 @@ class _Nfa:
         status, *arrays = build_min_dfa(
             self.n,
             np.array(self.eps, dtype=_I32),
-            np.array(self.edges, dtype=_I32),
+            np.concatenate([np.array(self.edges, dtype=_I32)] + self.blocks) if self.blocks
+            else np.array(self.edges, dtype=_I32),
             np.array(self.calls, dtype=_I32),
             np.array(self.copies, dtype=_I32),
             ptr, f_edges, f_acc, f_calls,
@@ -653,8 +656,11 @@ class _Builder:
             raise GrammarError(f"recursive rule cannot be inlined into an automaton: {cycle}")
         self.inlining.append(e.name)
         try:
-            if _is_leaf(target) or (e.name in self.grammar.single_use
-                                    and not self._ref_free(target)):
+            # a rule used once is emitted in place, unless it refers to no rule: then it is
+            # a fragment, kept for other grammars; but an automaton is emitted in place (as
+            # one block of edges), rather than determinized on its own first
+            if _is_leaf(target) or (e.name in self.grammar.single_use and (
+                    type(target) is Automaton or not self._ref_free(target))):
                 self.build(target, src, dst)
             else:
                 self.nfa.embed(self.fragment(target), src, dst)
@@ -665,9 +671,15 @@ class _Builder:
         nfa = self.nfa
         base = nfa.new_states(len(a.edges))
         nfa.eps += (src, base + a.start)
-        out = nfa.edges
-        for s, edges in enumerate(a.edges):
-            for lo, hi, t in edges:
-                out += (base + s, lo, hi, base + t)
-            if a.accepting[s]:
-                nfa.eps += (base + s, dst)
+        rows = a._rows
+        if rows is None:  # (src, lo, hi, dst) rows and the accepting states, made once
+            flat = [x for s, edges in enumerate(a.edges) for e in edges for x in (s, *e)]
+            rows = (np.array(flat, dtype=_I32).reshape(-1, 4),
+                    [s for s, acc in enumerate(a.accepting) if acc])
+            object.__setattr__(a, "_rows", rows)
+        edges, accepting = rows
+        if len(edges):
+            block = edges + np.array([base, 0, 0, base], dtype=_I32)
+            nfa.blocks.append(block.ravel())
+        for s in accepting:
+            nfa.eps += (base + s, dst)

@@ -149,6 +149,8 @@ class Automaton(Expr):
     edges: tuple[tuple[tuple[int, int, int], ...], ...]
     accepting: tuple[bool, ...]
     label: str = field(default="automaton", compare=False)
+    # the edges as flat rows, made by the automaton builder when it first emits the node
+    _rows: object = field(default=None, init=False, repr=False, compare=False)
 
 
 @dataclass(frozen=True)

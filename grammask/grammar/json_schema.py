@@ -78,10 +78,11 @@ from .ir import (
     rep,
     seq,
     star,
+    subtract_ranges,
 )
 from .json_formats import CHECKED_ELSEWHERE, format_expr
 from .json_refs import Loc, SchemaIndex
-from .json_strings import encode_text, encode_text_expr, json_char, quoted
+from .json_strings import encode_text, encode_text_expr, json_char, keys_outside, quoted
 
 MAX_WHITESPACE = 20
 MAX_INDENT_DEPTH = 16
@@ -1599,7 +1600,8 @@ class _Converter:
             if name is None:
                 name = self.fresh_name(ptr + "/other_keys")
                 self.key_rules[key] = name
-                self.rules[name] = _not_in_set(exclude, star(self.json_char_ref()), encoded=True)
+                self.rules[name] = keys_outside(exclude) or _not_in_set(
+                    exclude, star(self.json_char_ref()), encoded=True)
             return quoted(Ref(name))
         if not negated and len(plain) == 1 and not exclude:
             return quoted(encode_text_expr(plain[0]))
@@ -1625,7 +1627,9 @@ def _not_in_set(words: list[str], tail: Expr | None = None, encoded: bool = Fals
 
     Decoded text by default; with ``encoded``, canonical JSON string contents whose decoded
     value is not in ``words``, where ``tail`` (any JSON characters) follows the first
-    character that leaves the trie.
+    character that leaves the trie. The converter uses :func:`json_strings.keys_outside`
+    for object keys (the same language as one byte automaton, built and compiled several
+    times faster) and this form when a word has a character JSON escapes.
     """
     trie: dict = {}
     for w in words:
@@ -1650,7 +1654,8 @@ def _not_in_set(words: list[str], tail: Expr | None = None, encoded: bool = Fals
     def deviation(codes: tuple) -> Expr:
         e = deviations.get(codes)
         if e is None:
-            others = tuple(_complement_points(codes))
+            # surrogates are no characters (char_ranges drops them on the decoded side)
+            others = subtract_ranges(tuple(_complement_points(codes)), ((0xD800, 0xDFFF),))
             if not others:
                 e = NOTHING
             else:

@@ -45,6 +45,7 @@ from .ir import (
     lit,
     rep,
     seq,
+    star,
     subtract_ranges,
 )
 
@@ -271,3 +272,120 @@ __all__ = [
     "json_char",
     "quoted",
 ]
+
+
+# --------------------------------------------------------------------------- key complements
+
+_KEY_TAIL: list = []  # (fixed states, rest start, boundary deviation edges), built once
+_KEY_TAIL_LOCK = threading.Lock()
+_DEVIATIONS: dict = {}  # (rest state, child bytes) -> the state's other edges
+_DEVIATIONS_MAX = 1 << 14
+
+
+def _key_tail():
+    """The states every key complement ends in: ``json_char*`` (states 0..) and the
+    canonical escape spellings of the special characters (after them). Returns (edges,
+    accepting, rest start, the rest's edges at a character boundary with the backslash
+    leading to the escape spellings instead)."""
+    with _KEY_TAIL_LOCK:
+        if _KEY_TAIL:
+            return _KEY_TAIL[0]
+        from .fsm import Dfa
+
+        rest = Dfa.from_expr(star(json_char()))
+        esc = Dfa.from_expr(_escapes(SPECIAL_RANGES))
+        r = rest.start
+        finals = [s for s in range(esc.n_states) if esc.accepting[s]]
+        # the escapes are prefix-free: one final state, with no edge out
+        if len(finals) != 1 or esc.edges[finals[0]] or esc.edges[esc.start][0][:2] != (
+                0x5C, 0x5C) or len(esc.edges[esc.start]) != 1:
+            raise AssertionError("unexpected shape of the escape spellings' automaton")
+        final = finals[0]
+        n = rest.n_states
+        index = {}
+        for s in range(esc.n_states):
+            if s != final:
+                index[s] = n + len(index)
+        index[final] = r
+        edges = [tuple(e) for e in rest.edges] + [()] * (len(index) - 1)
+        for s, i in index.items():
+            if s != final:
+                edges[i] = tuple((lo, hi, index[t]) for lo, hi, t in esc.edges[s])
+        accepting = list(rest.accepting) + [False] * (len(index) - 1)
+        if [s for s in range(n) if accepting[s]] != [r]:
+            raise AssertionError("unexpected shape of json_char*'s automaton")
+        entry = index[esc.edges[esc.start][0][2]]
+        boundary = tuple((lo, hi, entry if lo == 0x5C else t) for lo, hi, t in rest.edges[r])
+        if any(lo <= 0x5C <= hi and lo != hi for lo, hi, _ in boundary):
+            raise AssertionError("the backslash shares an edge in json_char*'s automaton")
+        _KEY_TAIL.append((tuple(edges), tuple(accepting), r, boundary))
+        return _KEY_TAIL[0]
+
+
+def _deviation(state: int, edges: tuple, children: tuple) -> tuple:
+    """``edges`` without the bytes in ``children`` (sorted), memoized by state."""
+    key = (state, children)
+    hit = _DEVIATIONS.get(key)
+    if hit is not None:
+        return hit
+    out = []
+    for lo, hi, t in edges:
+        for b in children:
+            if b > hi:
+                break
+            if b >= lo:
+                if b > lo:
+                    out.append((lo, b - 1, t))
+                lo = b + 1
+        if lo <= hi:
+            out.append((lo, hi, t))
+    if len(_DEVIATIONS) >= _DEVIATIONS_MAX:
+        _DEVIATIONS.clear()
+    hit = _DEVIATIONS[key] = tuple(out)
+    return hit
+
+
+def keys_outside(words) -> Automaton | None:
+    """JSON string contents whose decoded value is none of ``words``, as one byte automaton:
+    canonical spelling (see the module notes) up to the first character that leaves the
+    trie of the words, any spelling (``json_char*``) after it. The same language as the
+    IR form the JSON Schema converter builds otherwise, without its expression per trie
+    node (a trie node is a state here, its other characters a few byte ranges). None when
+    a word has a character JSON escapes (the IR form handles those)."""
+    fixed, fixed_acc, r, boundary = _key_tail()
+    rest_edges = fixed
+    base = len(fixed)
+    children: list[dict[int, int]] = [{}]
+    at: list[int] = [r]  # each node's json_char* state: r at a character boundary
+    end: list[bool] = [False]
+    for w in words:
+        data = encode_text(w)
+        if b"\\" in data:
+            return None
+        node = 0
+        for b in data:
+            nxt = children[node].get(b)
+            if nxt is None:
+                state = next((t for lo, hi, t in rest_edges[at[node]] if lo <= b <= hi), None)
+                if state is None:  # not text (a lone surrogate)
+                    return None
+                nxt = children[node][b] = len(children)
+                children.append({})
+                at.append(state)
+                end.append(False)
+            node = nxt
+        end[node] = True
+    edges = list(fixed)
+    accepting = list(fixed_acc)
+    for node, kids in enumerate(children):
+        y = at[node]
+        own = boundary if y == r else rest_edges[y]
+        bytes_ = tuple(sorted(kids))
+        out = list(_deviation(y, own, bytes_)) if bytes_ else list(own)
+        if bytes_:
+            out += [(b, b, base + kids[b]) for b in bytes_]
+            out.sort()
+        edges.append(tuple(out))
+        accepting.append(y == r and not end[node])
+    return Automaton(base, tuple(edges), tuple(accepting),
+                     label=f"keys other than {len(set(words))}")

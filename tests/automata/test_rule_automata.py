@@ -583,6 +583,67 @@ def test_shared_tails_copies_and_utf8_states_keep_the_language():
         assert walk(d, text.encode()) == ok, text
 
 
+KEY_CHARS = st.sampled_from(["a", "b", "_", "1", "/", "u", "\x7f", "é", "ж", "€", "\u2028",
+                              "\ud7ff", "\ue000", "😀", "\U0010ffff"])
+KEY_WORDS = st.lists(st.lists(KEY_CHARS, max_size=5).map("".join), max_size=6)
+
+
+@given(KEY_WORDS, st.lists(st.lists(KEY_CHARS, max_size=6).map("".join), max_size=8))
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+def test_key_complement_automaton(words, others):
+    """The byte automaton of the keys outside a set (one state per trie node) has the
+    language of the IR form (an expression per trie node), and a canonically spelled key is
+    in it exactly when ``json.loads`` of it is not one of the words."""
+    import json
+
+    from grammask.grammar.json_schema import _not_in_set
+    from grammask.grammar.json_strings import json_char, keys_outside
+
+    a = keys_outside(words)
+    d = rule_dfa(a)
+    assert d.same_as(rule_dfa(_not_in_set(words, star(json_char()), encoded=True)))
+    assert d.same_as(rule_dfa_reference(a))
+    # the words, their prefixes and extensions, and other strings
+    cands = set(others) | set(words) | {w[:i] for w in words for i in range(len(w))}
+    cands |= {w + x for w in words for x in ("a", "ж", "\"", "\n")}
+    for c in cands:
+        spelled = json.dumps(c, ensure_ascii=False)
+        assert walk(d, spelled[1:-1].encode()) == (json.loads(spelled) not in words), c
+    # after the first character that leaves the trie, any spelling
+    assert walk(d, ("ж" * 7 + "\\u0041\\/").encode()) == ("ж" * 7 + "A/" not in words)
+
+
+def test_key_complement_never_spells_a_surrogate():
+    """U+D800..U+DFFF are no characters: their UTF-8-like bytes (ED A0..BF) are no key's
+    first character, in the automaton or in the IR form (which let them through)."""
+    from grammask.grammar.json_schema import _not_in_set
+    from grammask.grammar.json_strings import json_char, keys_outside
+
+    for words in (["ab"], ["\ud7ff"], []):
+        for e in (keys_outside(words), _not_in_set(words, star(json_char()), encoded=True)):
+            d = rule_dfa(e)
+            assert not walk(d, b"\xed\xa0\x80")
+            assert not walk(d, b"\xed\xbf\xbfx")
+            assert walk(d, "\ud7ffx".encode())
+            assert walk(d, "\ue000".encode())
+
+
+def test_key_complement_with_escaped_characters_keeps_the_ir_form():
+    """A word with a character JSON escapes leaves a backslash in the trie: the automaton
+    form declines it (None) and the converter keeps the expression form."""
+    from grammask.grammar.json_strings import keys_outside
+
+    for word in ('a"b', "a\\b", "tab\there", "\x00"):
+        assert keys_outside(["x", word]) is None
+    g = Grammar.from_json_schema({"type": "object", "properties": {'a"b': {"type": "integer"}}},
+                                 strict_mode=False)
+    kinds = {type(e).__name__ for e in g.rules.values()}
+    assert "Automaton" not in kinds
+    g = Grammar.from_json_schema({"type": "object", "properties": {"ab": {"type": "integer"}}},
+                                 strict_mode=False)
+    assert any(type(e).__name__ == "Automaton" for e in g.rules.values())
+
+
 # --------------------------------------------------------------------------- runs
 
 RUN_LEAVES = st.sampled_from([lit("a"), lit("{"), lit(" x"), chars("a-c"), chars("\t"),
