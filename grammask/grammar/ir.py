@@ -149,7 +149,8 @@ class Automaton(Expr):
     edges: tuple[tuple[tuple[int, int, int], ...], ...]
     accepting: tuple[bool, ...]
     label: str = field(default="automaton", compare=False)
-    # the edges as flat rows, made by the automaton builder when it first emits the node
+    # (int32 (src, lo, hi, dst) rows, accepting states): made by the automaton builder when
+    # it first emits the node, or by a front end that has them at hand
     _rows: object = field(default=None, init=False, repr=False, compare=False)
 
 

@@ -21,6 +21,8 @@ import functools
 import json
 import threading
 
+import numpy as np
+
 from ..errors import GrammarError
 from .ir import (
     EMPTY,
@@ -318,12 +320,15 @@ def _key_tail():
         boundary = tuple((lo, hi, entry if lo == 0x5C else t) for lo, hi, t in rest.edges[r])
         if any(lo <= 0x5C <= hi and lo != hi for lo, hi, _ in boundary):
             raise AssertionError("the backslash shares an edge in json_char*'s automaton")
-        _KEY_TAIL.append((tuple(edges), tuple(accepting), r, boundary))
+        rows = np.array([(s, lo, hi, t) for s, es in enumerate(edges) for lo, hi, t in es],
+                        dtype=np.int32).reshape(-1, 4)
+        _KEY_TAIL.append((tuple(edges), tuple(accepting), r, boundary, rows))
         return _KEY_TAIL[0]
 
 
-def _deviation(state: int, edges: tuple, children: tuple) -> tuple:
-    """``edges`` without the bytes in ``children`` (sorted), memoized by state."""
+def _deviation(state: int, edges: tuple, children: tuple):
+    """``edges`` without the bytes in ``children`` (sorted), memoized by state: (the edges
+    left, where each child's edge goes among them, the edges left as int32 rows)."""
     key = (state, children)
     hit = _DEVIATIONS.get(key)
     if hit is not None:
@@ -339,9 +344,10 @@ def _deviation(state: int, edges: tuple, children: tuple) -> tuple:
                 lo = b + 1
         if lo <= hi:
             out.append((lo, hi, t))
+    at = [sum(1 for e in out if e[1] < b) for b in children]
     if len(_DEVIATIONS) >= _DEVIATIONS_MAX:
         _DEVIATIONS.clear()
-    hit = _DEVIATIONS[key] = tuple(out)
+    hit = _DEVIATIONS[key] = (tuple(out), at, np.array(out, dtype=np.int32).reshape(-1, 3))
     return hit
 
 
@@ -352,8 +358,7 @@ def keys_outside(words) -> Automaton | None:
     IR form the JSON Schema converter builds otherwise, without its expression per trie
     node (a trie node is a state here, its other characters a few byte ranges). None when
     a word has a character JSON escapes (the IR form handles those)."""
-    fixed, fixed_acc, r, boundary = _key_tail()
-    rest_edges = fixed
+    fixed, fixed_acc, r, boundary, fixed_rows = _key_tail()
     base = len(fixed)
     children: list[dict[int, int]] = [{}]
     at: list[int] = [r]  # each node's json_char* state: r at a character boundary
@@ -366,7 +371,7 @@ def keys_outside(words) -> Automaton | None:
         for b in data:
             nxt = children[node].get(b)
             if nxt is None:
-                state = next((t for lo, hi, t in rest_edges[at[node]] if lo <= b <= hi), None)
+                state = next((t for lo, hi, t in fixed[at[node]] if lo <= b <= hi), None)
                 if state is None:  # not text (a lone surrogate)
                     return None
                 nxt = children[node][b] = len(children)
@@ -377,15 +382,34 @@ def keys_outside(words) -> Automaton | None:
         end[node] = True
     edges = list(fixed)
     accepting = list(fixed_acc)
+    blocks = [fixed_rows]  # the edges as (src, lo, hi, dst) rows too, for the rule builder
+    sizes = []
+    kid_rows = []
     for node, kids in enumerate(children):
         y = at[node]
-        own = boundary if y == r else rest_edges[y]
+        own = boundary if y == r else fixed[y]
         bytes_ = tuple(sorted(kids))
-        out = list(_deviation(y, own, bytes_)) if bytes_ else list(own)
+        dev, places, rows = _deviation(y, own, bytes_)
         if bytes_:
-            out += [(b, b, base + kids[b]) for b in bytes_]
-            out.sort()
-        edges.append(tuple(out))
+            out = []
+            prev = 0
+            for p, b in zip(places, bytes_):
+                out += dev[prev:p]
+                out.append((b, b, base + kids[b]))
+                kid_rows += (base + node, b, b, base + kids[b])
+                prev = p
+            out += dev[prev:]
+            edges.append(tuple(out))
+        else:
+            edges.append(dev)
+        blocks.append(rows)
+        sizes.append(len(dev))
         accepting.append(y == r and not end[node])
-    return Automaton(base, tuple(edges), tuple(accepting),
-                     label=f"keys other than {len(set(words))}")
+    dev_rows = np.concatenate(blocks[1:])
+    src = np.repeat(np.arange(base, base + len(children), dtype=np.int32), sizes)
+    rows = np.concatenate([fixed_rows, np.column_stack([src, dev_rows]),
+                           np.array(kid_rows, dtype=np.int32).reshape(-1, 4)])
+    a = Automaton(base, tuple(edges), tuple(accepting),
+                  label=f"keys other than {len(set(words))}")
+    object.__setattr__(a, "_rows", (rows, [s for s, acc in enumerate(accepting) if acc]))
+    return a
