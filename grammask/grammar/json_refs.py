@@ -75,7 +75,7 @@ class SchemaIndex:
         base = _rebase(root, DEFAULT_BASE) if isinstance(root, dict) else DEFAULT_BASE
         self.root_loc = Loc(root, "#", base)
         self.resources[DEFAULT_BASE] = (root, "#")
-        self._walk(root, "#", base)
+        self._walked = False  # the document is indexed on the first reference resolved
 
     def _walk(self, node, ptr: str, base: str) -> None:
         stack = [(node, ptr, base)]
@@ -112,6 +112,9 @@ class SchemaIndex:
         """The subschema ``ref`` (appearing in ``at``) points to."""
         if not isinstance(ref, str):
             raise SchemaError("$ref must be a string", at.ptr + "/$ref")
+        if not self._walked:
+            self._walked = True
+            self._walk(self.root, "#", self.root_loc.base)
         target = urljoin(at.base, ref)
         url, frag = urldefrag(target)
         if url not in self.resources:
