@@ -39,7 +39,7 @@ class MaskCache:
         self._g = g
         n_dense = int(g[E.H_NDENSE])
         self._rows = n_dense  # rows in use: dense states, then virtual-state entries
-        self.pool = np.zeros(4096, dtype=np.int32)
+        self.pool = np.empty(4096, dtype=np.int32)  # read only as far as _used
         self._used = 0
         self._lock = threading.Lock()
         self._follow: np.ndarray | None = None
@@ -48,15 +48,10 @@ class MaskCache:
         self.universe = trie.universe
         self._universe_count = len(ids)
         self._acc_bits = np.zeros(words, dtype=np.int32)
-        # output buffers, read only as far as a kernel wrote them: not cleared (two vocabulary-
-        # sized arrays cleared were a tenth of a small grammar's time to first mask)
-        self._unc_out = np.empty(max(1, len(ids)), dtype=np.int32)
-        self._ids_out = np.empty(max(1, len(ids)), dtype=np.int32)
-        self._zeros = np.zeros(words, dtype=np.int32)
+        self._zeros = _scratch("zeros", (words,))  # all zero: never written
         self._max_depth = trie.max_token_len
         self._n_dense = n_dense
         self._scratch = None  # parser buffers for Earley-based builds
-        self._rex_buf = None  # build_cache's token-sized scratch
         self._scc = None  # strongly connected components, for shared walks
         self._memo = None  # the subtree memo of full walks (see mask_kernels.mask_cache)
         self._canon = np.full(n_dense, -1, dtype=np.int32)
@@ -72,13 +67,12 @@ class MaskCache:
         rows = g[g[E.H_BLOCKS]:g[E.H_BLOCKS] + n_blocks * E.BLOCK_ROW].reshape(-1, E.BLOCK_ROW)
         # a run (see mask_kernels.earley) has one entry per count instead
         sizes = np.where(rows[:, E.B_CONT] >= 0, rows[:, E.B_MAX] + 1,
-                         rows[:, E.B_QQ] * width).tolist()
-        slots = np.full(n_blocks + 1 + sum(sizes), -1, dtype=np.int32)
-        pos = n_blocks + 1
-        for b, size in enumerate(sizes):
-            slots[b] = pos
-            pos += size
-        slots[n_blocks] = pos
+                         rows[:, E.B_QQ] * width).astype(np.int64)
+        ends = n_blocks + 1 + np.cumsum(sizes)
+        pos = int(ends[-1]) if n_blocks else n_blocks + 1
+        slots = np.full(pos, -1, dtype=np.int32)
+        slots[0] = n_blocks + 1
+        slots[1:n_blocks + 1] = ends  # block b's slots start at slots[b], end at slots[b + 1]
         self.slots = slots
         # rows for virtual-state entries after the dense states': room for all the slots up to
         # _VIRTUAL_ROWS0, then the virtual part doubles (growing copies the dense rows too:
@@ -132,6 +126,8 @@ class MaskCache:
             MC.store_cache_row(self.cmeta, row, MC.K_EMPTY, 0, 0, 0, 0)
             return
         trie = self._trie
+        n_ids = max(1, len(trie.sorted_ids))
+        unc_out, ids_out = _scratch("unc", (n_ids,)), _scratch("ids", (n_ids,))
         rule = int(E.state_rule(g, s))
         follow = self._follow_of(rule)
         long_unc = LCAP if s >= self._n_dense and MC.slot_is_clamped(g, s, self.lcap) else 0
@@ -152,22 +148,22 @@ class MaskCache:
                                          self.universe,
                                          items, sets, htab, meta, trie.tok_bytes,
                                          trie.tok_ptr, trie.sorted_ids, trie.lcp, trie.skip,
-                                         follow, self._acc_bits, self._unc_out,
+                                         follow, self._acc_bits, unc_out,
                                          self._max_depth)
             elif shared is not None:
                 acc_in, unc_in, exits, order = shared
                 self._acc_bits[:] = acc_in
-                self._unc_out[:len(unc_in)] = unc_in
+                unc_out[:len(unc_in)] = unc_in
                 n_unc = MC.apply_exits(g, order, exits, len(exits), items, sets, htab, meta,
                                        trie.tok_bytes, trie.tok_ptr, trie.sorted_ids, trie.lcp,
-                                       trie.skip, follow, self._acc_bits, self._unc_out,
+                                       trie.skip, follow, self._acc_bits, unc_out,
                                        len(unc_in), self._max_depth)
                 if n_unc != E.FULL and len(exits) and len(unc_in) and n_unc > len(unc_in):
-                    self._unc_out[:n_unc].sort()
+                    unc_out[:n_unc].sort()
             else:
                 n_unc = MC.build_cache(g, s, items, sets, htab, meta, trie.tok_bytes,
                                        trie.tok_ptr, trie.sorted_ids, trie.lcp, trie.skip,
-                                       follow, self._acc_bits, self._unc_out, self._max_depth,
+                                       follow, self._acc_bits, unc_out, self._max_depth,
                                        long_unc, self._memo_arrays(), self._rex())
                 self._memo_room()
             if n_unc != E.FULL:
@@ -178,25 +174,23 @@ class MaskCache:
         n_acc = int(MC.popcount_words(bits))
         n_rej = self._universe_count - n_acc
         if n_acc <= n_words and n_acc <= n_rej:
-            data = self._ids_out[:MC.bits_to_ids(bits, self._zeros, self._ids_out)]
+            data = ids_out[:MC.bits_to_ids(bits, self._zeros, ids_out)]
             kind = MC.K_ACC
         elif n_rej <= n_words // 16:
             # the universe minus the accepted: its bits, as ids
-            data = self._ids_out[:MC.bits_to_ids(self.universe, bits, self._ids_out)]
+            data = ids_out[:MC.bits_to_ids(self.universe, bits, ids_out)]
             kind = MC.K_REJ
         else:
             kind, data = MC.K_BITS, bits
-        unc = self._unc_out[:n_unc]
+        unc = unc_out[:n_unc]
         acc_off = self._append(data)
         unc_off = self._append(unc)
         MC.store_cache_row(self.cmeta, row, kind, acc_off, len(data), unc_off, n_unc)
         self.n_built += 1
 
     def _rex(self) -> np.ndarray:
-        """build_cache's scratch rows (one per token), made once (builds hold the lock)."""
-        if self._rex_buf is None:
-            self._rex_buf = np.empty((max(1, len(self._trie.sorted_ids)), 2), dtype=np.int32)
-        return self._rex_buf
+        """build_cache's scratch rows (one per token)."""
+        return _scratch("rex", (max(1, len(self._trie.sorted_ids)), 2))
 
     def _through_row(self, s: int) -> tuple[int, np.ndarray | None]:
         """For a state whose only edge is one rule call: the cmeta row of that rule's start
@@ -264,12 +258,12 @@ class MaskCache:
         with lock:
             hit = store.get(key)
         if hit is None:
-            exits = np.empty((len(trie.sorted_ids), 5), dtype=np.int32)
+            n_ids = max(1, len(trie.sorted_ids))
+            exits, unc_out = _scratch("exits", (n_ids, 5)), _scratch("unc", (n_ids,))
             n_unc, n_exits = MC.scc_walk(g, s, comp, canon, trie.tok_bytes, trie.tok_ptr,
                                          trie.sorted_ids, trie.lcp, trie.skip, follow,
-                                         self._acc_bits, self._unc_out, exits, self._max_depth)
-            hit = (self._acc_bits.copy(), self._unc_out[:n_unc].copy(),
-                   exits[:n_exits].copy())
+                                         self._acc_bits, unc_out, exits, self._max_depth)
+            hit = (self._acc_bits.copy(), unc_out[:n_unc].copy(), exits[:n_exits].copy())
             with lock:
                 if len(store) >= _SHARED_MAX:
                     store.pop(next(iter(store)))
@@ -283,7 +277,7 @@ class MaskCache:
             size = self.pool.shape[0]
             while size < need:
                 size *= 2
-            pool = np.zeros(size, dtype=np.int32)
+            pool = np.empty(size, dtype=np.int32)
             pool[: self._used] = self.pool[: self._used]
             self.pool = pool  # readers holding the old pool still see valid entries
         off = self._used
@@ -305,14 +299,15 @@ class MaskCache:
             candidate = cyclic[comp] & ~has_calls[comp]
             cls = np.where(candidate, -2, -1).astype(np.int32)
             ccap = 16
-            while ccap < 2 * (int(candidate.sum()) + 1) and ccap < (1 << 16):
+            need = 2 * (int(candidate.sum()) + 1)
+            while ccap < need and ccap < (1 << 16):
                 ccap *= 2
             g = self._g
             flags = g[int(g[E.H_FLAGS]):int(g[E.H_FLAGS]) + self._n_dense]
             calls = (flags & E.F_CALLS) != 0
             crow = np.where(calls, np.cumsum(calls) - 1, -1).astype(np.int32)
             self._memo = [np.full((_MEMO_TABLE0, 4), -1, dtype=np.int64),
-                          np.zeros(_MEMO_POOL0, dtype=np.int32), np.zeros(4, dtype=np.int64),
+                          np.empty(_MEMO_POOL0, dtype=np.int32), np.zeros(4, dtype=np.int64),
                           cls, comp, self._canon, np.empty(MC.SCC_MAX, dtype=np.int32),
                           self._sig, np.empty_like(self._sig),
                           np.full((ccap, 2), -1, dtype=np.int64), crow,
@@ -330,7 +325,7 @@ class MaskCache:
             memo[MC.MT_TAB] = MC.memo_rehash(tab, np.full((tab.shape[0] * 2, 4), -1,
                                                           dtype=np.int64))
         if 2 * int(mmeta[MC.MEMO_USED]) > pool.shape[0] and 2 * pool.shape[0] <= _MEMO_POOL_MAX:
-            grown = np.zeros(pool.shape[0] * 2, dtype=np.int32)
+            grown = np.empty(pool.shape[0] * 2, dtype=np.int32)  # written before read
             grown[:pool.shape[0]] = pool
             memo[MC.MT_POOL] = grown
 
@@ -341,6 +336,22 @@ class MaskCache:
 
 
 _NO_BYTES = np.zeros(256, dtype=bool)
+_LOCAL = threading.local()
+
+
+def _scratch(name: str, shape: tuple) -> np.ndarray:
+    """An int32 array of ``shape`` for this thread, shared by all its mask caches: the
+    vocabulary-sized kernel buffers, read only as far as a kernel wrote them in the same build
+    (a thread's builds never overlap: a build first finishes the builds it depends on). Made
+    once per thread rather than per grammar, so their pages are not faulted in again by every
+    grammar's first fills (0.5-2.5 MB each). ``"zeros"`` stays zero (never written)."""
+    store = getattr(_LOCAL, "arrays", None)
+    if store is None:
+        store = _LOCAL.arrays = {}
+    a = store.get((name, shape))
+    if a is None:
+        a = store[(name, shape)] = np.zeros(shape, dtype=np.int32)
+    return a
 _VIRTUAL_ROWS0 = 4096
 _MEMO_TABLE0 = 256
 _MEMO_POOL0 = 1 << 14
