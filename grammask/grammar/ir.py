@@ -69,6 +69,12 @@ class CharSet(Expr):
 # is never carried to a process whose string hashes differ.
 
 
+# The composite nodes' constructors are written out: the generated ones set each field through
+# object.__setattr__ and then call a __post_init__ (twice the time, and the converters build
+# thousands of nodes per grammar).
+_set = object.__setattr__
+
+
 class _Kept(Expr):
     """A composite node whose hash is kept; ``_fields()`` are its values, in order."""
 
@@ -76,9 +82,6 @@ class _Kept(Expr):
 
     def _fields(self) -> tuple:
         raise NotImplementedError
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_hash", hash((type(self),) + self._fields()))
 
     def __hash__(self) -> int:
         return self._hash
@@ -99,6 +102,11 @@ class Seq(_Kept):
     _hash: int = field(default=0, init=False, repr=False, compare=False)
     _refs: frozenset | None = field(default=None, init=False, repr=False, compare=False)
 
+    def __init__(self, items: tuple[Expr, ...]) -> None:
+        _set(self, "items", items)
+        _set(self, "_hash", hash((Seq, items)))
+        _set(self, "_refs", None)
+
     def _fields(self) -> tuple:
         return (self.items,)
 
@@ -110,6 +118,11 @@ class Alt(_Kept):
     items: tuple[Expr, ...]
     _hash: int = field(default=0, init=False, repr=False, compare=False)
     _refs: frozenset | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __init__(self, items: tuple[Expr, ...]) -> None:
+        _set(self, "items", items)
+        _set(self, "_hash", hash((Alt, items)))
+        _set(self, "_refs", None)
 
     def _fields(self) -> tuple:
         return (self.items,)
@@ -124,6 +137,13 @@ class Repeat(_Kept):
     max: int | None
     _hash: int = field(default=0, init=False, repr=False, compare=False)
     _refs: frozenset | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __init__(self, item: Expr, min: int, max: int | None) -> None:  # noqa: A002
+        _set(self, "item", item)
+        _set(self, "min", min)
+        _set(self, "max", max)
+        _set(self, "_hash", hash((Repeat, item, min, max)))
+        _set(self, "_refs", None)
 
     def _fields(self) -> tuple:
         return (self.item, self.min, self.max)
