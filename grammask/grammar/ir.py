@@ -263,11 +263,22 @@ def seq(*items: Expr | Iterable[Expr]) -> Expr:
     for group in items:
         for item in ((group,) if isinstance(group, Expr) else group):
             t = type(item)
-            if t is Nothing:
-                return NOTHING
-            if t is Empty:
+            if t is Seq:
+                parts = item.items
+            elif t is Literal:
+                if flat and type(flat[-1]) is Literal:
+                    flat[-1] = Literal(flat[-1].data + item.data)
+                else:
+                    flat.append(item)
                 continue
-            for part in (item.items if t is Seq else (item,)):
+            elif t is Nothing:
+                return NOTHING
+            elif t is Empty:
+                continue
+            else:
+                flat.append(item)
+                continue
+            for part in parts:
                 if type(part) is Literal and flat and type(flat[-1]) is Literal:
                     flat[-1] = Literal(flat[-1].data + part.data)
                 else:
