@@ -1592,6 +1592,11 @@ class _Converter:
                 plain += l[1]
             else:
                 plain.append(l)
+        # a language of any text (the pattern ".*") constrains nothing, and excludes everything
+        # when negated: no automaton product for it
+        if any(_is_any_text(e) for e in negated):
+            return NOTHING
+        plain = [e for e in plain if not _is_any_text(e)]
         if not plain and not negated:
             if not exclude:
                 return quoted(star(self.json_char_ref()))
@@ -1620,6 +1625,23 @@ class _Converter:
         if d.is_empty():
             return NOTHING
         return quoted(encode_text_expr(d.to_expr("key")))
+
+
+_ANY_TEXT: dict = {}
+
+
+def _is_any_text(e: Expr) -> bool:
+    """Whether the decoded-text language ``e`` is every string (memoized: patterns recur)."""
+    hit = _ANY_TEXT.get(e)
+    if hit is None:
+        from .fsm import Dfa
+
+        anytext = Dfa.from_expr(star(any_char()))
+        hit = anytext.intersect(Dfa.from_expr(e).complement()).is_empty()
+        if len(_ANY_TEXT) >= 4096:
+            _ANY_TEXT.clear()
+        _ANY_TEXT[e] = hit
+    return hit
 
 
 def _not_in_set(words: list[str], tail: Expr | None = None, encoded: bool = False) -> Expr:

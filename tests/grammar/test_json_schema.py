@@ -360,6 +360,32 @@ def test_pattern_properties_and_property_names():
     check({"type": "object", "propertyNames": {"maxLength": 2}}, [{"ab": 1}, {}], [{"abc": 1}])
 
 
+def test_pattern_matching_any_key():
+    """A pattern every key matches (".*", "", "(?s:.)*"; not "^.*$", whose "." stops at a
+    newline) constrains nothing: such schemas skip the automaton products (the key is any key
+    outside the declared ones); the verdicts stay the validator's, and a negated any-text
+    pattern leaves no key."""
+    pytest.importorskip("grammask.grammar.regex")
+    from grammask.grammar.json_schema import _is_any_text
+    from grammask.grammar.regex import regex_to_expr
+
+    for pattern, every in [(".*", True), ("", True), ("(?s:.)*", True), ("^.*$", False),
+                           (".", False), ("a", False), ("^a", False), ("^.{0,3}$", False)]:
+        assert _is_any_text(regex_to_expr(pattern, semantics="search")) is every, pattern
+    for pattern in (".*", ""):
+        schema = {"type": "object", "patternProperties": {pattern: {"type": "string"}},
+                  "properties": {"basic": {"type": "string"}, "n": {"maxLength": 1}},
+                  "required": ["basic"]}
+        g = check(schema, [{"basic": "x"}, {"basic": "x", "other": "y"}, {"basic": "", "n": "a"}],
+                  [{"basic": 1}, {"basic": "x", "other": 1}, {"basic": "x", "n": "ab"},
+                   {"basic": "x", "n": 1}], strict_mode=False)
+        # an extra key: canonical up to where it leaves the declared keys ("0"), free after
+        assert matches(g, b'{"basic":"x","n0\\u0030":"yz"}')
+        assert not matches(g, b'{"basic":"x","n":"yz"}')  # "n" is declared: one character
+    check({"type": "object", "patternProperties": {".*": {"type": "integer"}},
+           "additionalProperties": False}, [{"a": 1}, {}], [{"a": "s"}])
+
+
 def test_property_names_enum():
     check({"type": "object", "propertyNames": {"enum": ["a", "b"]}}, [{"a": 1, "b": 2}, {}], [{"c": 1}])
 
