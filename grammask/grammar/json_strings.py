@@ -371,9 +371,13 @@ def keys_outside(words) -> Automaton | None:
         for b in data:
             nxt = children[node].get(b)
             if nxt is None:
-                state = next((t for lo, hi, t in fixed[at[node]] if lo <= b <= hi), None)
-                if state is None:  # not text (a lone surrogate)
-                    return None
+                y = at[node]
+                if y == r and b < 0x80:
+                    state = r  # a whole character (no special one: they start with "\\")
+                else:
+                    state = next((t for lo, hi, t in fixed[y] if lo <= b <= hi), None)
+                    if state is None:  # not text (a lone surrogate)
+                        return None
                 nxt = children[node][b] = len(children)
                 children.append({})
                 at.append(state)
