@@ -392,6 +392,16 @@ def keys_outside(words) -> Automaton | None:
     for node, kids in enumerate(children):
         y = at[node]
         own = boundary if y == r else fixed[y]
+        if len(kids) == 1:  # most nodes: inside one key
+            (b, kid), = kids.items()
+            dev, places, rows = _deviation(y, own, (b,))
+            p = places[0]
+            edges.append(dev[:p] + ((b, b, base + kid),) + dev[p:])
+            kid_rows += (base + node, b, b, base + kid)
+            blocks.append(rows)
+            sizes.append(len(dev))
+            accepting.append(y == r and not end[node])
+            continue
         bytes_ = tuple(sorted(kids))
         dev, places, rows = _deviation(y, own, bytes_)
         if bytes_:
