@@ -138,7 +138,7 @@ class Repeat(_Kept):
     _hash: int = field(default=0, init=False, repr=False, compare=False)
     _refs: frozenset | None = field(default=None, init=False, repr=False, compare=False)
 
-    def __init__(self, item: Expr, min: int, max: int | None) -> None:  # noqa: A002
+    def __init__(self, item: Expr, min: int, max: int | None) -> None:
         _set(self, "item", item)
         _set(self, "min", min)
         _set(self, "max", max)
