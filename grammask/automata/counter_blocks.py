@@ -65,21 +65,18 @@ class CounterBlock:
         with X's accepting state folded away (INNER_FINAL)."""
         d = self.dfa
         final = d.accepting.index(True)
-        nonfinal = [s for s in range(d.n_states) if s != final]
-        index = {s: i for i, s in enumerate(nonfinal)}
-        qq = len(nonfinal)
-        table = np.full((qq, n_classes), -1, dtype=np.int32)
-        rep_byte = np.full(n_classes, -1, dtype=np.int64)
-        for b in range(255, -1, -1):
-            rep_byte[byte_class[b]] = b
-        for s in nonfinal:
-            row = table[index[s]]
-            for c in range(n_classes):
-                t = d.step(s, int(rep_byte[c]))
-                if t >= 0:
-                    row[c] = INNER_FINAL if t == final else index[t]
+        nonfinal = np.array([s for s in range(d.n_states) if s != final], dtype=np.int64)
+        # each state's row: new numbers, the accepting state folded away, -1 kept (last)
+        renum = np.full(d.n_states + 1, -1, dtype=np.int32)
+        renum[nonfinal] = np.arange(len(nonfinal), dtype=np.int32)
+        renum[final] = INNER_FINAL
+        # the successor on each class: on its lowest byte (the classes cut the item's ranges)
+        classes, first_byte = np.unique(byte_class, return_index=True)
+        succ = np.full((len(nonfinal), n_classes), -1, dtype=np.int64)
+        succ[:, classes] = _byte_steps(d)[nonfinal][:, first_byte]
+        table = renum[succ]
         has_bytes = (table != -1).any(axis=1).astype(np.int32)
-        return index[d.start], table, has_bytes
+        return int(renum[d.start]), table, has_bytes
 
 
 def extract_counter_blocks(grammar: Grammar) -> tuple[Grammar, dict[str, CounterBlock]]:
@@ -196,6 +193,25 @@ def _as_block(e: Repeat, rules, recursive_cache) -> CounterBlock | None:
 
 #: Item DFAs by (item, the rules it refers to), for every grammar of the process: the same
 #: few items (a JSON string character, a whitespace byte) recur in nearly every schema.
+_STEPS: dict[int, tuple[Dfa, np.ndarray]] = {}
+
+
+def _byte_steps(d: Dfa) -> np.ndarray:
+    """int64[n_states, 256]: ``d``'s successor on every byte, -1 for none (memoized: the item
+    automata are the toolkit's, shared across grammars)."""
+    hit = _STEPS.get(id(d))
+    if hit is not None and hit[0] is d:
+        return hit[1]
+    steps = np.full((d.n_states, 256), -1, dtype=np.int64)
+    for s, edges in enumerate(d.edges):
+        for lo, hi, t in edges:
+            steps[s, lo:hi + 1] = t
+    if len(_STEPS) >= 1024:
+        _STEPS.clear()
+    _STEPS[id(d)] = (d, steps)
+    return steps
+
+
 _ITEM_DFAS: dict[tuple, Dfa | None] = {}
 _ITEM_DFAS_MAX = 4096
 
