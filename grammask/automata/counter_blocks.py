@@ -191,8 +191,6 @@ def _as_block(e: Repeat, rules, recursive_cache) -> CounterBlock | None:
     return CounterBlock(dfa, e.min, e.max)
 
 
-#: Item DFAs by (item, the rules it refers to), for every grammar of the process: the same
-#: few items (a JSON string character, a whitespace byte) recur in nearly every schema.
 _STEPS: dict[int, tuple[Dfa, np.ndarray]] = {}
 
 
@@ -212,6 +210,8 @@ def _byte_steps(d: Dfa) -> np.ndarray:
     return steps
 
 
+#: Item DFAs by (item, the rules it refers to), for every grammar of the process: the same
+#: few items (a JSON string character, a whitespace byte) recur in nearly every schema.
 _ITEM_DFAS: dict[tuple, Dfa | None] = {}
 _ITEM_DFAS_MAX = 4096
 

@@ -47,6 +47,7 @@ class MaskCache:
         ids = trie.sorted_ids
         self.universe = trie.universe
         self._universe_count = len(ids)
+        self._n_ids = max(1, len(ids))  # rows of the token-sized scratch buffers
         self._acc_bits = np.zeros(words, dtype=np.int32)
         self._zeros = _scratch("zeros", (words,))  # all zero: never written
         self._max_depth = trie.max_token_len
@@ -126,8 +127,7 @@ class MaskCache:
             MC.store_cache_row(self.cmeta, row, MC.K_EMPTY, 0, 0, 0, 0)
             return
         trie = self._trie
-        n_ids = max(1, len(trie.sorted_ids))
-        unc_out, ids_out = _scratch("unc", (n_ids,)), _scratch("ids", (n_ids,))
+        unc_out, ids_out = _scratch("unc", (self._n_ids,)), _scratch("ids", (self._n_ids,))
         rule = int(E.state_rule(g, s))
         follow = self._follow_of(rule)
         long_unc = LCAP if s >= self._n_dense and MC.slot_is_clamped(g, s, self.lcap) else 0
@@ -190,7 +190,7 @@ class MaskCache:
 
     def _rex(self) -> np.ndarray:
         """build_cache's scratch rows (one per token)."""
-        return _scratch("rex", (max(1, len(self._trie.sorted_ids)), 2))
+        return _scratch("rex", (self._n_ids, 2))
 
     def _through_row(self, s: int) -> tuple[int, np.ndarray | None]:
         """For a state whose only edge is one rule call: the cmeta row of that rule's start
@@ -258,8 +258,7 @@ class MaskCache:
         with lock:
             hit = store.get(key)
         if hit is None:
-            n_ids = max(1, len(trie.sorted_ids))
-            exits, unc_out = _scratch("exits", (n_ids, 5)), _scratch("unc", (n_ids,))
+            exits, unc_out = _scratch("exits", (self._n_ids, 5)), _scratch("unc", (self._n_ids,))
             n_unc, n_exits = MC.scc_walk(g, s, comp, canon, trie.tok_bytes, trie.tok_ptr,
                                          trie.sorted_ids, trie.lcp, trie.skip, follow,
                                          self._acc_bits, unc_out, exits, self._max_depth)
@@ -336,6 +335,11 @@ class MaskCache:
 
 
 _NO_BYTES = np.zeros(256, dtype=bool)
+_VIRTUAL_ROWS0 = 4096
+_MEMO_TABLE0 = 256
+_MEMO_POOL0 = 1 << 14
+_MEMO_POOL_MAX = 1 << 22  # words (16 MiB)
+
 _LOCAL = threading.local()
 
 
@@ -352,10 +356,6 @@ def _scratch(name: str, shape: tuple) -> np.ndarray:
     if a is None:
         a = store[(name, shape)] = np.zeros(shape, dtype=np.int32)
     return a
-_VIRTUAL_ROWS0 = 4096
-_MEMO_TABLE0 = 256
-_MEMO_POOL0 = 1 << 14
-_MEMO_POOL_MAX = 1 << 22  # words (16 MiB)
 
 
 def _new_scratch():
