@@ -1570,7 +1570,10 @@ class _Converter:
         if f.types is not None and "string" not in f.types:
             return None
         if f.enum is not None:
-            vals = [v for v in f.enum if isinstance(v, str) and all(self.is_valid(v, s) for s in f.sources)]
+            # decoded text is Unicode scalar values: a name with a lone surrogate is left out
+            # (like any other key holding one, see json_strings)
+            vals = [v for v in f.enum if isinstance(v, str) and _is_scalar_text(v)
+                    and all(self.is_valid(v, s) for s in f.sources)]
             return alt([lit(v) for v in vals])
         langs = self.decoded_language(f, loc.ptr)
         if f.min_len or f.max_len is not None:
@@ -1644,6 +1647,15 @@ def _is_any_text(e: Expr) -> bool:
     return hit
 
 
+def _is_scalar_text(text: str) -> bool:
+    """True unless ``text`` holds a surrogate code point (no UTF-8 form)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _not_in_set(words: list[str], tail: Expr | None = None, encoded: bool = False) -> Expr:
     """Strings not in ``words`` (a trie complement, linear in their total size).
 
@@ -1653,6 +1665,9 @@ def _not_in_set(words: list[str], tail: Expr | None = None, encoded: bool = Fals
     for object keys (the same language as one byte automaton, built and compiled several
     times faster) and this form when a word has a character JSON escapes.
     """
+    if not encoded:
+        # decoded text never holds a lone surrogate: such a word excludes nothing
+        words = [w for w in words if _is_scalar_text(w)]
     trie: dict = {}
     for w in words:
         node = trie

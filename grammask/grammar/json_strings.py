@@ -4,8 +4,10 @@ Two views of a string constraint meet here. Length limits count decoded characte
 points, as Python's ``len`` after ``json.loads``): :func:`json_char` is one decoded character
 in any of its JSON spellings (raw, a short escape, ``\\uXXXX``, or a surrogate pair for a
 character beyond the BMP), so ``Repeat(json_char, m, n)`` is exact. Lone surrogate escapes
-(``\\ud800`` alone) are never produced: ``json.loads`` would accept them, but the result is not
-valid Unicode text and cannot be encoded back to UTF-8.
+(``\\ud800`` alone) are not characters here: ``json.loads`` would accept them, but the result
+is not valid Unicode text and cannot be encoded back to UTF-8. Only a schema that names such a
+string (a ``const``, an ``enum`` value, a property name) gets that escape, from
+:func:`encode_text`, as the one spelling of that exact string.
 
 Patterns and formats describe the decoded text. :func:`encode_text_expr` maps such a language
 to JSON string contents in one canonical spelling: the characters JSON requires escaped
@@ -19,11 +21,12 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import threading
 
 import numpy as np
 
-from ..errors import GrammarError
+from ..errors import GrammarError, SchemaError
 from .ir import (
     EMPTY,
     NOTHING,
@@ -68,8 +71,23 @@ _ESCAPE_LITS = {c: Literal(_ASCII_SPELLING[c].encode()) for c in list(range(0x20
 
 
 def encode_text(text: str) -> bytes:
-    """Canonical JSON string contents (without quotes) for ``text``."""
-    return json.dumps(text, ensure_ascii=False)[1:-1].encode("utf-8")
+    """Canonical JSON string contents (without quotes) for ``text``.
+
+    A lone surrogate (``"\\ud800"`` in a schema's JSON text decodes to one) has no UTF-8
+    form: it is spelled as the escape that decodes to it again. A high surrogate followed by
+    a low one, as two characters of a Python string, is refused: JSON text spells that pair
+    as one character, so no spelling decodes to the given string."""
+    try:
+        return json.dumps(text, ensure_ascii=False)[1:-1].encode("utf-8")
+    except UnicodeEncodeError:
+        pass
+    if _SURROGATE_PAIR.search(text):
+        raise SchemaError(f"the string {text!r} holds a surrogate pair as two characters, "
+                          "which no JSON text decodes to", None)
+    return json.dumps(text, ensure_ascii=False)[1:-1].encode("utf-8", "backslashreplace")
+
+
+_SURROGATE_PAIR = re.compile("[\ud800-\udbff][\udc00-\udfff]")
 
 
 @functools.lru_cache(maxsize=1)

@@ -251,6 +251,42 @@ def test_string_escapes_and_surrogates():
     assert not matches(g, b'"\\x41"') and not matches(g, b'"\n"') and not matches(g, b'"ab"')
 
 
+def test_lone_surrogates_named_by_the_schema():
+    """A schema's JSON text may name a string with a lone surrogate ("\\ud800"): such a const,
+    enum value or property name is spelled as that escape (the one JSON spelling that decodes
+    to it), and a not-value or propertyNames value holding one excludes or adds nothing (free
+    text never holds a lone surrogate). The validator decides every verdict."""
+    cases = [
+        ({"const": "\ud800"}, [b'"\\ud800"'], [b'"\\ud801"', b'""']),
+        ({"enum": ["a", "x\udfff"]}, [b'"a"', b'"x\\udfff"'], [b'"x"', b'"x\\udffe"']),
+        ({"type": "object", "properties": {"\ud800": {"type": "integer"}}, "required": ["\ud800"],
+          "additionalProperties": False}, [b'{"\\ud800":1}', b'{ "\\ud800" : 2 }'],
+         [b'{}', b'{"\\ud800":"s"}', b'{"\\ud801":1}']),
+        ({"type": "object", "properties": {"\ud800": {"type": "integer"}},
+          "additionalProperties": True},
+         [b'{"\\ud800":1}', b'{"a":"s"}', b'{}'], [b'{"\\ud800":"s"}']),
+        ({"const": {"k\ud800": [1]}}, [b'{"k\\ud800":[1]}'], [b'{"k":[1]}']),
+        ({"type": "string", "not": {"enum": ["\ud800", "b"]}}, [b'"a"', b'""'], [b'"b"']),
+        ({"type": "object", "propertyNames": {"enum": ["\ud800", "b"]}},
+         [b'{"b":1}', b'{}'], [b'{"c":1}']),
+        ({"type": "array", "items": {"enum": ["\ud800", "a"]}, "uniqueItems": True},
+         [b'["\\ud800","a"]', b'[]'], [b'["a","a"]', b'["\\ud800","\\ud800"]']),
+    ]
+    for schema, valid, invalid in cases:
+        g = grammar_from_json_schema(schema)
+        for text in valid:
+            assert validates(schema, json.loads(text)), f"test bug: {text!r}"
+            assert matches(g, text), (schema, text)
+        for text in invalid:
+            assert not validates(schema, json.loads(text)), f"test bug: {text!r}"
+            assert not matches(g, text), (schema, text)
+        assert_sound(schema, g, n=20)
+    # a high and a low surrogate as two characters of a Python string: JSON text would read
+    # them as one character, so no output can equal the value
+    with pytest.raises(SchemaError, match="surrogate pair"):
+        grammar_from_json_schema({"const": "\ud83d\ude00"})
+
+
 @pytest.mark.parametrize("name", SUPPORTED_FORMATS)
 def test_formats_are_subsets_of_the_checker(name):
     schema = {"type": "string", "format": name}
