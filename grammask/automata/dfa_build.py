@@ -442,6 +442,17 @@ def _renamed_calls(d: RuleDfa, old: np.ndarray, new: np.ndarray) -> RuleDfa:
     return RuleDfa(d.bounds, d.trans, d.accept, syms, d.calls, d.rows, d.acc_states, rows)
 
 
+def _separated_loop(items: tuple) -> int:
+    """The first index i of ``items`` where ``items[i + 1]`` is ``(S items[i])*``, else -1."""
+    for i in range(len(items) - 1):
+        r = items[i + 1]
+        if type(r) is Repeat and r.min == 0 and r.max is None and type(r.item) is Seq:
+            inner = r.item.items
+            if inner[-1] == items[i] and len(inner) > 1:
+                return i
+    return -1
+
+
 def _is_leaf(e: Expr) -> bool:
     """Expressions cheaper to emit directly than to copy as a fragment."""
     if isinstance(e, (Literal, ByteSet, Empty, Nothing)):
@@ -482,6 +493,10 @@ class _Builder:
                 cur = nxt
         elif t is Seq:
             items = e.items
+            loop = _separated_loop(items)
+            if loop >= 0:
+                self._separated(items, loop, src, dst)
+                return
             last = items[-1]
             # a last item already built to ``dst`` from a junction of its own (the shared tail
             # of the alternatives of a key trie's complement): lead into that junction
@@ -524,6 +539,34 @@ class _Builder:
             self._automaton(e, src, dst)
         else:
             raise TypeError(f"not an IR expression: {e!r}")
+
+    def _separated(self, items: tuple, i: int, src: int, dst: int) -> None:
+        """``items`` with ``items[i]`` (A) followed by ``(S A)*``, as A once with S leading
+        back to A's entry: the language of ``A (S A)*``, with one copy of A in the NFA (an
+        array's items) instead of two (of which the minimization makes one again)."""
+        nfa = self.nfa
+        a_in = nfa.new_states(2)
+        a_out = a_in + 1
+        self._chain(items[:i], src, a_in)
+        a = items[i]
+        if type(a) is Ref:
+            self._ref(a, a_in, a_out, once=True)
+        else:
+            self.build(a, a_in, a_out)
+        self._chain(items[i + 1].item.items[:-1], a_out, a_in)
+        self._chain(items[i + 2:], a_out, dst)
+
+    def _chain(self, items: tuple, src: int, dst: int) -> None:
+        """``items`` in sequence from ``src`` to ``dst`` (an epsilon edge when empty)."""
+        if not items:
+            self.nfa.eps += (src, dst)
+            return
+        first = self.nfa.new_states(len(items) - 1)
+        cur = src
+        for k, item in enumerate(items):
+            nxt = dst if k == len(items) - 1 else first + k
+            self.build(item, cur, nxt)
+            cur = nxt
 
     def _charset(self, ranges, src: int, dst: int) -> None:
         nfa = self.nfa
@@ -640,7 +683,7 @@ class _Builder:
         b.inlining = self.inlining
         return b.build_dfa(e)
 
-    def _ref(self, e: Ref, src: int, dst: int) -> None:
+    def _ref(self, e: Ref, src: int, dst: int, once: bool = False) -> None:
         if self.call_symbol is None:
             raise GrammarError(f"rule reference {e.name!r} in a regular expression")
         target = self.call_symbol(e.name)
@@ -659,7 +702,7 @@ class _Builder:
             # a rule used once is emitted in place, unless it refers to no rule: then it is
             # a fragment, kept for other grammars; but an automaton is emitted in place (as
             # one block of edges), rather than determinized on its own first
-            if _is_leaf(target) or (e.name in self.grammar.single_use and (
+            if _is_leaf(target) or ((once or e.name in self.grammar.single_use) and (
                     type(target) is Automaton or not self._ref_free(target))):
                 self.build(target, src, dst)
             else:

@@ -274,6 +274,52 @@ def test_rule_dfa_equals_python_toolkit(case):
     assert fast.same_as(slow)
 
 
+@st.composite
+def separated_lists(draw):
+    """``pre A (S A)* post`` (an array's items), alone, as one alternative among others (its
+    entry shared with them), or repeated itself; with the call map of exprs_with_calls."""
+    e0, call_symbol = draw(exprs_with_calls())
+    a = draw(exprs(NAMES, 2))
+    sep = draw(exprs(NAMES, 1))
+    pre, post = draw(exprs(NAMES, 1)), draw(exprs(NAMES, 1))
+    e = seq(pre, a, star(seq(sep, a)), post)
+    e = draw(st.sampled_from([e, alt(e, e0), alt(e0, seq(e, e0)), star(e), seq(a, star(seq(sep, a)))]))
+    return e, call_symbol
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(separated_lists())
+def test_separated_lists_keep_the_language(case):
+    """``A (S A)*`` is emitted with one copy of A and S leading back to its entry; the DFA
+    stays the toolkit's."""
+    e, call_symbol = case
+    assert rule_dfa(e, call_symbol).same_as(rule_dfa_reference(e, call_symbol))
+
+
+def test_separated_list_emits_its_item_once():
+    # an item with a call is emitted in place, once; a reference-free one is a cached
+    # fragment, copied once
+    in_place = seq(lit("{"), star(alt(chars("a-z"), ref("c"))), lit("}"))
+    free = seq(lit("{"), star(chars("a-z")), lit("}"))
+    for item in (in_place, free):
+        def call_symbol(name):
+            return 5 if name == "c" else item
+
+        for e in (seq(lit("["), ref("x"), star(seq(lit(","), ref("x"))), lit("]")),
+                  seq(ref("x"), star(seq(lit(","), ref("x"))))):
+            builder = dfa_build._Builder(dfa_build._Nfa(), GrammarDfas(call_symbol))
+            builder.root = e
+            builder.build(e, 0, 1)
+            nfa = builder.nfa
+            assert len(nfa.copies) // 4 == (item is free)
+            assert len(nfa.calls) // 3 == (item is in_place)
+            d = rule_dfa(e, call_symbol)
+            assert d.same_as(rule_dfa_reference(e, call_symbol))
+            bracket = e.items[0] == lit("[")
+            assert walk(d, b"[{ab},{},{c}]" if bracket else b"{ab},{},{c}")
+            assert not walk(d, b"[{ab},]" if bracket else b"{ab},")
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(exprs([], 3), st.lists(st.binary(max_size=6), max_size=8))
 def test_rule_dfa_membership_matches_reference_recognizer(e, samples):
