@@ -519,8 +519,20 @@ class _Builder:
                 # cached fragment, copied by the kernel, rather than emitted item by item
                 nfa.embed(self.fragment(e), src, dst)
                 return
+            later = None
             for item in e.items:
-                self.build(item, src, dst)
+                if type(item) is Seq:
+                    self.build(item, src, dst)
+                else:
+                    later = [item] if later is None else later + [item]
+            for item in later or ():
+                # an alternative that is another one's last item (an optional object
+                # property: "p R | R"), built to dst from a junction of its own: enter it
+                junction = self._tail_junction(e.items, item, dst)
+                if junction >= 0:
+                    nfa.eps += (src, junction)
+                else:
+                    self.build(item, src, dst)
         elif t is Ref:
             self._ref(e, src, dst)
         elif t is ByteSet:
@@ -539,6 +551,19 @@ class _Builder:
             self._automaton(e, src, dst)
         else:
             raise TypeError(f"not an IR expression: {e!r}")
+
+    def _tail_junction(self, items: tuple, x: Expr, dst: int) -> int:
+        """The junction from which a sequence among ``items`` ending with ``x`` built its
+        last item to ``dst``, or -1."""
+        if type(x) is Literal:
+            return -1
+        for y in items:
+            if type(y) is Seq and y.items[-1] == x:
+                last = y.items[-1]
+                tail = self.tails.get((id(last), dst))
+                if tail is not None and tail[0] is last:
+                    return tail[1]
+        return -1
 
     def _separated(self, items: tuple, i: int, src: int, dst: int) -> None:
         """``items`` with ``items[i]`` (A) followed by ``(S A)*``, as A once with S leading

@@ -296,6 +296,46 @@ def test_separated_lists_keep_the_language(case):
     assert rule_dfa(e, call_symbol).same_as(rule_dfa_reference(e, call_symbol))
 
 
+@st.composite
+def optional_chains(draw):
+    """``p1 R1 | R1`` with ``R1 = p2 R2 | R2``... (an object's optional properties), the last
+    R a reference (inlined or a call) or an expression, among other alternatives or not."""
+    e0, call_symbol = draw(exprs_with_calls())
+    tail = draw(st.one_of(st.sampled_from(NAMES).map(ref), exprs(NAMES, 1)))
+    for p in draw(st.lists(exprs(NAMES, 1), min_size=1, max_size=3)):
+        tail = alt(seq(p, tail), tail)
+    return draw(st.sampled_from([tail, alt(tail, e0), seq(e0, tail)])), call_symbol
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(optional_chains())
+def test_optional_chains_keep_the_language(case):
+    """The shared alternative is entered at the end of the sequence ending with it; the DFA
+    stays the toolkit's."""
+    e, call_symbol = case
+    assert rule_dfa(e, call_symbol).same_as(rule_dfa_reference(e, call_symbol))
+
+
+def test_optional_property_is_one_copy():
+    """``p R | R`` holds one copy of R in the automaton: the analysis counts one (R is emitted
+    in place, as a rule used once) and the builder enters it once; uses still count two."""
+    r = seq(lit("{"), star(alt(chars("a-z"), ref("c"))), lit("}"))
+    e = alt(seq(lit(","), ref("r"), ref("x")), ref("x"))
+    shape = ra._walk_shape(e)
+    assert shape.uses["x"] == 2 and shape.copies["x"] == 1 and shape.coef["x"] == 2
+
+    def call_symbol(name):
+        return 5 if name == "c" else r if name == "x" else lit("q")
+
+    builder = dfa_build._Builder(dfa_build._Nfa(), GrammarDfas(call_symbol, single_use={"x"}))
+    builder.root = e
+    builder.build(e, 0, 1)
+    assert len(builder.nfa.calls) // 3 == 1 and not builder.nfa.copies  # x in place, once
+    d = rule_dfa(e, call_symbol)
+    assert d.same_as(rule_dfa_reference(e, call_symbol))
+    assert walk(d, b",q{ab}") and walk(d, b"{}") and not walk(d, b",q") and not walk(d, b"q{}")
+
+
 def test_separated_list_emits_its_item_once():
     # an item with a call is emitted in place, once; a reference-free one is a cached
     # fragment, copied once
