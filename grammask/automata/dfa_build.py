@@ -158,9 +158,14 @@ class GrammarDfas:
     between them. ``single_use`` names inlined rules referenced once in the grammar: they
     are emitted in place rather than reduced to a DFA of their own first."""
 
-    def __init__(self, call_symbol: CallSymbol | None, single_use=frozenset()):
+    def __init__(self, call_symbol: CallSymbol | None, single_use=frozenset(),
+                 share_all: bool = False):
         self.call_symbol = call_symbol
         self.single_use = single_use
+        # every fragment with references goes to the process-wide LRU, not only those met
+        # before (see _Builder._shared_fragment): for a builder whose fragments another
+        # builder of the same grammar will want (rule_automata's big-leaf check)
+        self.share_all = share_all
         self.memo: dict[Expr, RuleDfa] = {}  # by value
         self.by_id: dict[int, tuple[Expr, RuleDfa]] = {}  # by identity: no hashing of trees
 
@@ -688,7 +693,8 @@ class _Builder:
             if len(_SEEN) >= _SEEN_MAX:
                 _SEEN.clear()
             _SEEN.add(h)
-            return self._built(e)
+            if not self.grammar.share_all:
+                return self._built(e)
         res = self.grammar.resolution(e)
         if res is None:
             return self._built(e)

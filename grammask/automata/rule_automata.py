@@ -196,7 +196,7 @@ def _small_big_leaves(grammar: Grammar, keep: list[str], blocks: set[str],
         j = runs.index.get(name)
         return rules[name] if j is None else RunCall(runs.n_rules + j)
 
-    builder = GrammarDfas(call_symbol, single_use=single_use)
+    builder = GrammarDfas(call_symbol, single_use=single_use, share_all=True)
     plain = None
     for name in keep[1:]:
         if name in blocks or name == grammar.start:

@@ -316,6 +316,34 @@ def test_optional_chains_keep_the_language(case):
     assert rule_dfa(e, call_symbol).same_as(rule_dfa_reference(e, call_symbol))
 
 
+def test_a_sharing_builder_leaves_its_fragments_to_the_next(monkeypatch):
+    """The big-leaf check builds fragments that the grammar's builder wants again, under
+    other call numbers: built once (a sharing builder stores even first-seen ones)."""
+    import uuid
+
+    calls = []
+    real = dfa_build.build_min_dfa
+
+    def counting(*args):
+        calls.append(args[0])
+        return real(*args)
+
+    monkeypatch.setattr(dfa_build, "build_min_dfa", counting)
+    for share in (False, True):
+        x = seq(lit(uuid.uuid4().hex), ref("c"), lit("b"))  # never seen by the process
+        first = GrammarDfas(lambda n: 7 if n == "c" else x, share_all=share)
+        d1 = first.rule_dfa(alt(seq(ref("x"), lit("1")), seq(lit("2"), ref("x"))))
+        second = GrammarDfas(lambda n: 3 if n == "c" else x)
+        calls.clear()
+        d2 = second.rule_dfa(seq(ref("x"), lit("9"), ref("x")))
+        # the second builder builds its rule, and x's fragment unless the first one left it
+        assert len(calls) == (1 if share else 2)
+        assert d1.same_as(rule_dfa_reference(alt(seq(ref("x"), lit("1")), seq(lit("2"), ref("x"))),
+                                             lambda n: 7 if n == "c" else x))
+        assert d2.same_as(rule_dfa_reference(seq(ref("x"), lit("9"), ref("x")),
+                                             lambda n: 3 if n == "c" else x))
+
+
 def test_optional_property_is_one_copy():
     """``p R | R`` holds one copy of R in the automaton: the analysis counts one (R is emitted
     in place, as a rule used once) and the builder enters it once; uses still count two."""
