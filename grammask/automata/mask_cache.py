@@ -53,7 +53,7 @@ class MaskCache:
         self._max_depth = trie.max_token_len
         self._n_dense = n_dense
         self._scratch = None  # parser buffers for Earley-based builds
-        self._scc = None  # strongly connected components, for shared walks
+        self._scc = None  # MC.state_components: for shared walks and the subtree memo
         self._memo = None  # the subtree memo of full walks (see mask_kernels.mask_cache)
         self._canon = np.full(n_dense, -1, dtype=np.int32)
         self._sig = np.empty(MC.SCC_MAX * 520, dtype=np.int32)
@@ -236,8 +236,8 @@ class MaskCache:
         is large or calls rules."""
         g = self._g
         if self._scc is None:
-            self._scc = MC.scc_of_states(g)
-        comp, cyclic, has_calls = self._scc
+            self._scc = MC.state_components(g)
+        comp, cyclic, has_calls = self._scc[:3]
         c = int(comp[s])
         if not cyclic[c] or has_calls[c]:
             return None
@@ -293,24 +293,14 @@ class MaskCache:
             return MC.no_memo()[0]
         if self._memo is None:
             if self._scc is None:
-                self._scc = MC.scc_of_states(self._g)
-            comp, cyclic, has_calls = self._scc
-            candidate = cyclic[comp] & ~has_calls[comp]
-            cls = np.where(candidate, -2, -1).astype(np.int32)
-            ccap = 16
-            need = 2 * (int(candidate.sum()) + 1)
-            while ccap < need and ccap < (1 << 16):
-                ccap *= 2
-            g = self._g
-            flags = g[int(g[E.H_FLAGS]):int(g[E.H_FLAGS]) + self._n_dense]
-            calls = (flags & E.F_CALLS) != 0
-            crow = np.where(calls, np.cumsum(calls) - 1, -1).astype(np.int32)
+                self._scc = MC.state_components(self._g)
+            comp, _, _, cls, ccap, crow, n_calls = self._scc
             self._memo = [np.full((_MEMO_TABLE0, 4), -1, dtype=np.int64),
                           np.empty(_MEMO_POOL0, dtype=np.int32), np.zeros(4, dtype=np.int64),
                           cls, comp, self._canon, np.empty(MC.SCC_MAX, dtype=np.int32),
                           self._sig, np.empty_like(self._sig),
                           np.full((ccap, 2), -1, dtype=np.int64), crow,
-                          np.zeros((int(calls.sum()), 9), dtype=np.int32)]
+                          np.zeros((n_calls, 9), dtype=np.int32)]
         return tuple(self._memo)
 
     def _memo_room(self) -> None:

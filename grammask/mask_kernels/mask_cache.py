@@ -399,6 +399,38 @@ def memo_rehash(old_tab, new_tab):
 
 
 @nb.njit(cache=True, nogil=True)
+def state_components(g):
+    """:func:`scc_of_states`, and the subtree memo's per-state arrays (see "subtree memo"):
+    the class of each dense state (-2: in a loop without calls, a candidate; -1: not), the
+    room its class table needs (a power of two), and each state with calls its row among
+    them (-1: none). Returns (comp, cyclic, has_calls, cls, ccap, crow, n_calls)."""
+    comp, cyclic, has_calls = scc_of_states(g)
+    n = g[H_NDENSE]
+    flags = g[H_FLAGS]
+    cls = np.empty(n, dtype=np.int32)
+    crow = np.empty(n, dtype=np.int32)
+    n_candidates = 0
+    n_calls = 0
+    for s in range(n):
+        c = comp[s]
+        if cyclic[c] and not has_calls[c]:
+            cls[s] = -2
+            n_candidates += 1
+        else:
+            cls[s] = -1
+        if g[flags + s] & F_CALLS:
+            crow[s] = n_calls
+            n_calls += 1
+        else:
+            crow[s] = -1
+    need = 2 * (n_candidates + 1)
+    ccap = 16
+    while ccap < need and ccap < (1 << 16):
+        ccap *= 2
+    return comp, cyclic, has_calls, cls, ccap, crow, n_calls
+
+
+@nb.njit(cache=True, nogil=True)
 def no_memo():
     """Memo arguments that keep nothing (for walks over parts of subtrees)."""
     e32 = np.zeros(0, dtype=np.int32)
