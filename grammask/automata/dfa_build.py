@@ -438,12 +438,14 @@ def _renamed_calls(d: RuleDfa, old: np.ndarray, new: np.ndarray) -> RuleDfa:
     columns keep their order and the numbering of the states stays canonical)."""
     if not len(d.call_syms):
         return d
-    at = np.searchsorted(old, d.call_syms)
-    syms = new[at].astype(_I32)
-    if np.array_equal(syms, d.call_syms):
+    # a few symbols: a lookup table (numpy's searchsorted and array_equal cost more here)
+    lut = np.zeros(int(max(old[-1], d.call_syms[-1])) + 1, dtype=_I32)
+    lut[old] = new
+    syms = lut[d.call_syms]
+    if syms.tobytes() == d.call_syms.tobytes():
         return d
     rows = d.call_rows.copy()
-    rows[1::3] = new[np.searchsorted(old, rows[1::3])]
+    rows[1::3] = lut[rows[1::3]]
     return RuleDfa(d.bounds, d.trans, d.accept, syms, d.calls, d.rows, d.acc_states, rows)
 
 
