@@ -1637,6 +1637,9 @@ def _is_any_text(e: Expr) -> bool:
     """Whether the decoded-text language ``e`` is every string (memoized: patterns recur)."""
     hit = _ANY_TEXT.get(e)
     if hit is None:
+        mn, mx = _length_bounds(e)
+        if mn is not None and (mn > 0 or mx is not None):
+            return False  # every string includes "" and strings of any length: not this one
         from .fsm import Dfa
 
         anytext = Dfa.from_expr(star(any_char()))
