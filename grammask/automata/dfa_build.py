@@ -526,13 +526,13 @@ class _Builder:
                 # cached fragment, copied by the kernel, rather than emitted item by item
                 nfa.embed(self.fragment(e), src, dst)
                 return
-            later = None
+            later = []
             for item in e.items:
                 if type(item) is Seq:
                     self.build(item, src, dst)
                 else:
-                    later = [item] if later is None else later + [item]
-            for item in later or ():
+                    later.append(item)
+            for item in later:
                 # an alternative that is another one's last item (an optional object
                 # property: "p R | R"), built to dst from a junction of its own: enter it
                 junction = self._tail_junction(e.items, item, dst)
