@@ -449,6 +449,14 @@ def _renamed_calls(d: RuleDfa, old: np.ndarray, new: np.ndarray) -> RuleDfa:
     return RuleDfa(d.bounds, d.trans, d.accept, syms, d.calls, d.rows, d.acc_states, rows)
 
 
+def sequence_ends(items: tuple) -> list[Expr]:
+    """The last items of the sequences among the alternatives ``items`` that the builder
+    builds from a junction of their own (all but literals): an alternative equal to one of
+    them is entered at that junction instead of built again ("p R | R", an optional object
+    property). The rule analysis counts such an alternative as no copy (rule_automata)."""
+    return [i.items[-1] for i in items if type(i) is Seq and type(i.items[-1]) is not Literal]
+
+
 def _separated_loop(items: tuple) -> int:
     """The first index i of ``items`` where ``items[i + 1]`` is ``(S items[i])*``, else -1."""
     for i in range(len(items) - 1):
@@ -532,10 +540,9 @@ class _Builder:
                     self.build(item, src, dst)
                 else:
                     later.append(item)
+            ends = sequence_ends(e.items) if later else ()
             for item in later:
-                # an alternative that is another one's last item (an optional object
-                # property: "p R | R"), built to dst from a junction of its own: enter it
-                junction = self._tail_junction(e.items, item, dst)
+                junction = self._tail_junction(ends, item, dst)
                 if junction >= 0:
                     nfa.eps += (src, junction)
                 else:
@@ -559,14 +566,11 @@ class _Builder:
         else:
             raise TypeError(f"not an IR expression: {e!r}")
 
-    def _tail_junction(self, items: tuple, x: Expr, dst: int) -> int:
-        """The junction from which a sequence among ``items`` ending with ``x`` built its
-        last item to ``dst``, or -1."""
-        if type(x) is Literal:
-            return -1
-        for y in items:
-            if type(y) is Seq and y.items[-1] == x:
-                last = y.items[-1]
+    def _tail_junction(self, ends: list[Expr], x: Expr, dst: int) -> int:
+        """The junction from which one of the sequence ends ``ends`` (see sequence_ends) equal
+        to ``x`` was built to ``dst``, or -1."""
+        for last in ends:
+            if last == x:
                 tail = self.tails.get((id(last), dst))
                 if tail is not None and tail[0] is last:
                     return tail[1]

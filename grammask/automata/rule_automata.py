@@ -43,7 +43,14 @@ from ..mask_kernels.earley import (
     pack_grammar,
 )
 from .counter_blocks import CounterBlock, extract_counter_blocks
-from .dfa_build import GrammarDfas, RuleDfa, RunCall, dfa_without_calls, rule_dfa_reference
+from .dfa_build import (
+    GrammarDfas,
+    RuleDfa,
+    RunCall,
+    dfa_without_calls,
+    rule_dfa_reference,
+    sequence_ends,
+)
 
 #: A rule whose estimated automaton size is at most this is inlined wherever it is used.
 #: (256 inlined an open object's extra-property rule, ~200 by the estimate, at each of its
@@ -291,9 +298,8 @@ def _walk_shape(e: Expr) -> _Shape:
     computed once (see _pure_size: the IR is a DAG whose shared parts, like a string's
     escape spellings, are reference-free).
 
-    An alternative that is another one's last item ("p R | R": an optional object property)
-    is one copy of R in the automaton (dfa_build enters the copy at the end of "p R"): the
-    copies count it once; the uses and the size estimate, which choose the rules kept, twice
+    An alternative that is another one's last item ("p R | R": an optional object property,
+    see dfa_build.sequence_ends) is one copy of R in the automaton: the copies count it once; the uses and the size estimate, which choose the rules kept, twice
     (counted once, more rules are inlined: measured, a 58 ms mask on a MaskBench schema)."""
     const = 0.0
     coef: dict[str, float] = {}
@@ -317,11 +323,10 @@ def _walk_shape(e: Expr) -> _Shape:
         const += m  # composite nodes that refer to rules: walked
         if t is Repeat:
             stack.append((x.item, m * _times(x), shared))
-        elif t is Alt and not shared and any(
-                type(i) is Seq and type(i.items[-1]) is not Literal for i in x.items):
-            lasts = [i.items[-1] for i in x.items
-                     if type(i) is Seq and type(i.items[-1]) is not Literal]
-            stack.extend((i, m, type(i) is not Seq and i in lasts) for i in x.items)
+        elif t is Alt and not shared:
+            ends = sequence_ends(x.items)
+            stack.extend((i, m, bool(ends) and type(i) is not Seq and i in ends)
+                         for i in x.items)
         else:
             stack.extend((i, m, shared) for i in x.items)
     return _Shape(sorted(uses), uses, copies, const, coef)

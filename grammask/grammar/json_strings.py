@@ -394,7 +394,7 @@ def keys_outside(words) -> Automaton | None:
                     state = r  # a whole character (no special one: they start with "\\")
                 else:
                     state = next((t for lo, hi, t in fixed[y] if lo <= b <= hi), None)
-                    if state is None:  # not text (a lone surrogate)
+                    if state is None:  # not UTF-8 text: encode_text never writes it
                         return None
                 nxt = children[node][b] = len(children)
                 children.append({})
