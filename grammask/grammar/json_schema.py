@@ -412,7 +412,13 @@ class _Converter:
         facts = _Facts()
         for loc in locs:
             self.absorb(facts, loc)
-        self.rules[name] = self.emit(facts, d, locs[0].ptr)
+        try:
+            self.rules[name] = self.emit(facts, d, locs[0].ptr)
+        except SchemaError as exc:
+            if exc.pointer is not None:
+                raise
+            # raised without a location (json_strings.encode_text): this value's
+            raise SchemaError(str(exc), locs[0].ptr) from None
         if any_value:
             self._keep_any_value(name, before, kept_as)
         return name

@@ -283,8 +283,14 @@ def test_lone_surrogates_named_by_the_schema():
         assert_sound(schema, g, n=20)
     # a high and a low surrogate as two characters of a Python string: JSON text would read
     # them as one character, so no output can equal the value
-    with pytest.raises(SchemaError, match="surrogate pair"):
+    with pytest.raises(SchemaError, match="surrogate pair.*at #\\)"):
         grammar_from_json_schema({"const": "\ud83d\ude00"})
+    with pytest.raises(SchemaError, match="surrogate pair.*at #/properties/a/items\\)"):
+        grammar_from_json_schema({"type": "object", "properties": {
+            "a": {"type": "array", "items": {"enum": ["x", "\ud83d\ude00"]}}}})
+    with pytest.raises(SchemaError, match="surrogate pair.*at #/properties/b\\)"):
+        grammar_from_json_schema({"type": "object", "properties": {
+            "b": {"type": "object", "properties": {"\ud83d\ude00": {}}}}})
 
 
 @pytest.mark.parametrize("name", SUPPORTED_FORMATS)
