@@ -117,6 +117,12 @@ _ANNOTATIONS = frozenset(
 _COMPANIONS = frozenset({"then", "else", "minContains", "maxContains", "additionalItems"})
 
 
+_NOT_NAME = re.compile(r"[^A-Za-z0-9_]+")
+#: JSON pointer -> the rule name made of it (before numbering); the same pointers come back in
+#: every conversion of a schema family (#/properties/name/...)
+_RULE_BASES: dict[str, str] = {}
+
+
 def _json_equal(a, b) -> bool:
     """Equality as JSON Schema defines it (1 == 1.0, True != 1, objects unordered)."""
     if isinstance(a, bool) or isinstance(b, bool):
@@ -128,6 +134,46 @@ def _json_equal(a, b) -> bool:
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_json_equal(a[k], b[k]) for k in a)
     return type(a) is type(b) and a == b
+
+
+#: keywords that never fail an instance (under any draft the validator knows)
+_NO_VERDICT = frozenset({
+    "title", "description", "default", "examples", "example", "$comment", "$schema", "$id",
+    "id", "$anchor", "readOnly", "writeOnly", "deprecated", "definitions", "$defs",
+})
+_PLAIN_TYPES = {type(None): ("null",), bool: ("boolean",), int: ("integer", "number"),
+                str: ("string",), list: ("array",), dict: ("object",)}
+
+
+def _plain_verdict(value, schema) -> bool | None:
+    """Whether ``value`` is valid under ``schema`` when the schema only says ``type`` and
+    ``enum`` (besides annotations) and the value is no float: what every draft says then
+    (they differ on 1.0 as an integer, and ``const`` is not a keyword before draft 6);
+    None otherwise: the validator decides."""
+    if type(schema) is not dict:
+        return None
+    names = _PLAIN_TYPES.get(type(value))
+    if names is None:
+        return None
+    verdict = True
+    for k, want in schema.items():
+        if k == "type":
+            if type(want) is str:
+                want = (want,)
+            elif type(want) is not list:
+                return None
+            if not all(t in ALL_TYPES for t in want):  # draft 3's "any", schemas as types
+                return None
+            if not any(t in names for t in want):
+                verdict = False
+        elif k == "enum":
+            if type(want) is not list:
+                return None
+            if not any(_json_equal(value, w) for w in want):
+                verdict = False
+        elif k not in _NO_VERDICT:
+            return None
+    return verdict
 
 
 def _type_of(v) -> str:
@@ -331,9 +377,14 @@ class _Converter:
             raise UnsupportedSchemaError("$budget", ptr, f"conversion exceeds {self.budget:g} s")
 
     def fresh_name(self, ptr: str) -> str:
-        base = re.sub(r"[^A-Za-z0-9_]+", "_", ptr.lstrip("#")).strip("_") or "root"
-        if len(base) > 60:
-            base = base[-60:].lstrip("_")
+        base = _RULE_BASES.get(ptr)
+        if base is None:
+            base = _NOT_NAME.sub("_", ptr.lstrip("#")).strip("_") or "root"
+            if len(base) > 60:
+                base = base[-60:].lstrip("_")
+            if len(_RULE_BASES) >= 4096:
+                _RULE_BASES.clear()
+            _RULE_BASES[ptr] = base
         name = base
         i = 1
         while name in self.names:
@@ -351,6 +402,9 @@ class _Converter:
             return True
         if schema is False:
             return False
+        quick = _plain_verdict(value, schema)
+        if quick is not None:
+            return quick
         key = id(schema)
         v = self.validators.get(key)
         if v is None:

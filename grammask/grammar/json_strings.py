@@ -70,6 +70,11 @@ _ASCII_SPELLING = [json.dumps(chr(c), ensure_ascii=False)[1:-1] for c in range(0
 _ESCAPE_LITS = {c: Literal(_ASCII_SPELLING[c].encode()) for c in list(range(0x20)) + [0x22, 0x5C]}
 
 
+#: encode_text's answers (property names and enum strings come back in every rule that names
+#: them: the key literal, the excluded keys of the extra properties...)
+_ENCODED: dict[str, bytes] = {}
+
+
 def encode_text(text: str) -> bytes:
     """Canonical JSON string contents (without quotes) for ``text``.
 
@@ -77,10 +82,18 @@ def encode_text(text: str) -> bytes:
     form: it is spelled as the escape that decodes to it again. A high surrogate followed by
     a low one, as two characters of a Python string, is refused: JSON text spells that pair
     as one character, so no spelling decodes to the given string."""
+    data = _ENCODED.get(text)
+    if data is not None:
+        return data
     try:
-        return json.dumps(text, ensure_ascii=False)[1:-1].encode("utf-8")
+        data = json.dumps(text, ensure_ascii=False)[1:-1].encode("utf-8")
     except UnicodeEncodeError:
         pass
+    else:
+        if len(_ENCODED) >= 4096:
+            _ENCODED.clear()
+        _ENCODED[text] = data
+        return data
     if _SURROGATE_PAIR.search(text):
         raise SchemaError(f"the string {text!r} holds a surrogate pair as two characters, "
                           "which no JSON text decodes to", None)

@@ -959,8 +959,19 @@ def split_runs(bounds, trans, calls, call_syms, call_rows, n_rules, run_bytes):
     for c in range(k):
         for b in range(bounds[c], bounds[c + 1]):
             cls[b] = c
+    # the classes holding some byte of each run (a run's edge then checks those only)
+    n_runs = run_bytes.shape[0]
+    run_cls = np.empty((n_runs, k), dtype=np.int32)
+    n_run_cls = np.zeros(n_runs, dtype=np.int32)
+    for j in range(n_runs):
+        for c in range(k):
+            for b in range(bounds[c], bounds[c + 1]):
+                if run_bytes[j, b]:
+                    run_cls[j, n_run_cls[j]] = c
+                    n_run_cls[j] += 1
+                    break
     n_edges = 0
-    used = np.zeros(run_bytes.shape[0], dtype=np.bool_)
+    used = np.zeros(n_runs, dtype=np.bool_)
     for s in range(n):
         for col in range(first, m):
             t = calls[s, col]
@@ -974,8 +985,9 @@ def split_runs(bounds, trans, calls, call_syms, call_rows, n_rules, run_bytes):
                     return -1, bounds, trans, call_rows, empty, empty, empty
                 if calls[t, col2] >= 0:
                     return -1, bounds, trans, call_rows, empty, empty, empty
-            for b in range(256):
-                if run_bytes[j, b] and (trans[s, cls[b]] >= 0 or trans[t, cls[b]] >= 0):
+            for i in range(n_run_cls[j]):
+                c = run_cls[j, i]
+                if trans[s, c] >= 0 or trans[t, c] >= 0:
                     return -1, bounds, trans, call_rows, empty, empty, empty
     src = np.empty(n_edges, dtype=np.int64)
     run = np.empty(n_edges, dtype=np.int64)

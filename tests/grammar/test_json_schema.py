@@ -17,6 +17,7 @@ from grammask.grammar.json_formats import SUPPORTED_FORMATS, format_expr
 from grammask.grammar.json_numbers import integer_range, multiple_automaton, number_range
 from grammask.grammar.json_schema import (
     MAX_WHITESPACE,
+    _plain_verdict,
     builtin_json_grammar,
     grammar_from_json_schema,
 )
@@ -673,3 +674,38 @@ def test_any_value_rules_give_way_to_a_schema_rule_of_the_same_name():
     assert str(g) == _fresh_text(schema, strict_mode=False)
     assert matches(g, b'{"p": 1, "q": [true, {"z": null}]}')
     assert not matches(g, b'{"p": "one"}')
+
+
+_JSON_LEAVES = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.floats(-2, 2),
+                         st.sampled_from(["", "a", "b"]))
+_JSON_VALUES = st.recursive(
+    _JSON_LEAVES,
+    lambda inner: st.one_of(st.lists(inner, max_size=2),
+                            st.dictionaries(st.sampled_from(["a", "b"]), inner, max_size=2)),
+    max_leaves=4)
+_TYPE_NAMES = st.sampled_from(["null", "boolean", "integer", "number", "string", "array",
+                               "object", "any"])
+_PLAIN_SCHEMAS = st.dictionaries(
+    st.sampled_from(["type", "enum", "const", "description", "default", "minimum", "format"]),
+    st.one_of(_TYPE_NAMES, st.lists(_TYPE_NAMES, max_size=3), st.lists(_JSON_VALUES, max_size=3),
+              _JSON_VALUES),
+    max_size=3)
+_DRAFTS = [jsonschema.Draft3Validator, jsonschema.Draft4Validator, jsonschema.Draft6Validator,
+           jsonschema.Draft7Validator, jsonschema.Draft201909Validator,
+           jsonschema.Draft202012Validator]
+
+
+@settings(max_examples=400, deadline=None)
+@given(_JSON_VALUES, _PLAIN_SCHEMAS)
+def test_plain_verdicts_agree_with_the_validator(value, schema):
+    """The converter's shortcut for enum values checked against a schema with only ``type``
+    and ``enum``: where it answers, every draft's validator gives the same answer."""
+    verdict = _plain_verdict(value, schema)
+    if verdict is None:
+        return
+    for cls in _DRAFTS:
+        try:
+            truth = cls(schema).is_valid(value)
+        except Exception:  # noqa: BLE001 - a schema the draft cannot read: no shortcut then
+            pytest.fail(f"shortcut answered for a schema {cls.__name__} cannot read")
+        assert verdict == truth, (cls.__name__, schema, value)
