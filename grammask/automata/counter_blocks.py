@@ -250,7 +250,7 @@ def _small_size(e: Expr, rules, limit: int, seen: frozenset = frozenset()) -> in
     elif isinstance(e, (ByteSet, CharSet)):
         n = 1 + len(e.ranges)
     elif isinstance(e, Automaton):
-        n = len(e.edges)
+        n = len(e.accepting)
     elif isinstance(e, (Seq, Alt)):
         n = 1
         for item in e.items:

@@ -41,6 +41,7 @@ from ..grammar.ir import (
     Nothing,
     Ref,
     Repeat,
+    RowsAutomaton,
     Seq,
     refs_of,
 )
@@ -561,7 +562,7 @@ class _Builder:
             nfa.eps += (src, dst)
         elif t is Nothing:
             pass
-        elif t is Automaton:
+        elif t is Automaton or t is RowsAutomaton:
             self._automaton(e, src, dst)
         else:
             raise TypeError(f"not an IR expression: {e!r}")
@@ -740,7 +741,7 @@ class _Builder:
             # a fragment, kept for other grammars; but an automaton is emitted in place (as
             # one block of edges), rather than determinized on its own first
             if _is_leaf(target) or ((once or e.name in self.grammar.single_use) and (
-                    type(target) is Automaton or not self._ref_free(target))):
+                    isinstance(target, Automaton) or not self._ref_free(target))):
                 self.build(target, src, dst)
             else:
                 self.nfa.embed(self.fragment(target), src, dst)
@@ -749,7 +750,7 @@ class _Builder:
 
     def _automaton(self, a: Automaton, src: int, dst: int) -> None:
         nfa = self.nfa
-        base = nfa.new_states(len(a.edges))
+        base = nfa.new_states(len(a.accepting))
         nfa.eps += (src, base + a.start)
         rows = a._rows
         if rows is None:  # (src, lo, hi, dst) rows and the accepting states, made once

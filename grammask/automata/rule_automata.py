@@ -33,6 +33,7 @@ from ..grammar.ir import (
     Literal,
     Ref,
     Repeat,
+    RowsAutomaton,
     Seq,
 )
 from ..mask_kernels.dfa_kernels import derivable, layout_rules, split_runs
@@ -347,8 +348,8 @@ def _pure_size(e: Expr) -> float | None:
         return None
     if t is CharSet:
         return float(1 + len(e.ranges))
-    if t is Automaton:
-        return float(len(e.edges))
+    if t is Automaton or t is RowsAutomaton:
+        return float(len(e.accepting))  # states (edges may be made on demand)
     if t is not Seq and t is not Alt and t is not Repeat:
         return 1.0
     hit = _SIZES.get(e)

@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
+import numpy as np
+
 from ..errors import GrammarError
 
 MAX_UNICODE = 0x10FFFF
@@ -173,6 +175,38 @@ class Automaton(Expr):
     # it first emits the node, or by a front end that has them at hand
     _rows: object = field(default=None, init=False, repr=False, compare=False)
 
+
+
+class RowsAutomaton(Automaton):
+    """An :class:`Automaton` made from int32 ``(src, lo, hi, dst)`` rows (sorted by source
+    state, then byte): the automaton builder reads the rows; ``edges`` is made from them
+    when something first asks for it (front ends that build large automata in a kernel
+    skip the tuples)."""
+
+    __slots__ = ("_edges",)
+
+    def __init__(self, start: int, rows: np.ndarray, accepting: tuple[bool, ...],
+                 label: str = "automaton") -> None:
+        _set(self, "start", start)
+        _set(self, "accepting", accepting)
+        _set(self, "label", label)
+        _set(self, "_rows", (rows, [s for s, acc in enumerate(accepting) if acc]))
+        _set(self, "_edges", None)
+
+    @property
+    def edges(self) -> tuple[tuple[tuple[int, int, int], ...], ...]:
+        edges = self._edges
+        if edges is None:
+            rows = self._rows[0]
+            cut = np.searchsorted(rows[:, 0], np.arange(len(self.accepting) + 1))
+            flat = rows[:, 1:].tolist()
+            edges = tuple(tuple(tuple(e) for e in flat[cut[s]:cut[s + 1]])
+                          for s in range(len(self.accepting)))
+            _set(self, "_edges", edges)
+        return edges
+
+    def __reduce__(self):
+        return RowsAutomaton, (self.start, self._rows[0], self.accepting, self.label)
 
 @dataclass(frozen=True)
 class Grammar:

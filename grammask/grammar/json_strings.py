@@ -40,6 +40,7 @@ from .ir import (
     Nothing,
     Ref,
     Repeat,
+    RowsAutomaton,
     Seq,
     alt,
     byte_ranges,
@@ -311,8 +312,7 @@ __all__ = [
 
 _KEY_TAIL: list = []  # (fixed states, rest start, boundary deviation edges), built once
 _KEY_TAIL_LOCK = threading.Lock()
-_DEVIATIONS: dict = {}  # (rest state, child bytes) -> the state's other edges
-_DEVIATIONS_MAX = 1 << 14
+_KEY_TAIL_ARRAYS: list = []
 
 
 def _key_tail():
@@ -357,29 +357,15 @@ def _key_tail():
         return _KEY_TAIL[0]
 
 
-def _deviation(state: int, edges: tuple, children: tuple):
-    """``edges`` without the bytes in ``children`` (sorted), memoized by state: (the edges
-    left, where each child's edge goes among them, the edges left as int32 rows)."""
-    key = (state, children)
-    hit = _DEVIATIONS.get(key)
-    if hit is not None:
-        return hit
-    out = []
-    for lo, hi, t in edges:
-        for b in children:
-            if b > hi:
-                break
-            if b >= lo:
-                if b > lo:
-                    out.append((lo, b - 1, t))
-                lo = b + 1
-        if lo <= hi:
-            out.append((lo, hi, t))
-    at = [sum(1 for e in out if e[1] < b) for b in children]
-    if len(_DEVIATIONS) >= _DEVIATIONS_MAX:
-        _DEVIATIONS.clear()
-    hit = _DEVIATIONS[key] = (tuple(out), at, np.array(out, dtype=np.int32).reshape(-1, 3))
-    return hit
+def _key_tail_arrays():
+    """_key_tail's edges for the key-complement kernel: (int64 state -> first row, int32
+    (lo, hi, target) rows by state, the character loop's boundary edges as rows)."""
+    if not _KEY_TAIL_ARRAYS:
+        fixed, _, _, boundary, fixed_rows = _key_tail()
+        ptr = np.searchsorted(fixed_rows[:, 0], np.arange(len(fixed) + 1)).astype(np.int64)
+        bd = np.array(boundary, dtype=np.int32).reshape(-1, 3)
+        _KEY_TAIL_ARRAYS.append((ptr, np.ascontiguousarray(fixed_rows[:, 1:]), bd))
+    return _KEY_TAIL_ARRAYS[0]
 
 
 def keys_outside(words) -> Automaton | None:
@@ -387,74 +373,23 @@ def keys_outside(words) -> Automaton | None:
     canonical spelling (see the module notes) up to the first character that leaves the
     trie of the words, any spelling (``json_char*``) after it. The same language as the
     IR form the JSON Schema converter builds otherwise, without its expression per trie
-    node (a trie node is a state here, its other characters a few byte ranges). None when
-    a word has a character JSON escapes (the IR form handles those)."""
+    node (a trie node is a state here, its other characters a few byte ranges; the states
+    are made by a kernel, as rows). None when a word has a character JSON escapes (the IR
+    form handles those)."""
+    from ..mask_kernels.dfa_kernels import key_complement_rows
+
     fixed, fixed_acc, r, boundary, fixed_rows = _key_tail()
+    fx_ptr, fx_rows, bd_rows = _key_tail_arrays()
+    datas = [encode_text(w) for w in words]
+    data = b"".join(datas)
+    if b"\\" in data:
+        return None
+    ends = np.cumsum(np.array([len(d) for d in datas], dtype=np.int64))
     base = len(fixed)
-    children: list[dict[int, int]] = [{}]
-    at: list[int] = [r]  # each node's json_char* state: r at a character boundary
-    end: list[bool] = [False]
-    for w in words:
-        data = encode_text(w)
-        if b"\\" in data:
-            return None
-        node = 0
-        for b in data:
-            nxt = children[node].get(b)
-            if nxt is None:
-                y = at[node]
-                if y == r and b < 0x80:
-                    state = r  # a whole character (no special one: they start with "\\")
-                else:
-                    state = next((t for lo, hi, t in fixed[y] if lo <= b <= hi), None)
-                    if state is None:  # not UTF-8 text: encode_text never writes it
-                        return None
-                nxt = children[node][b] = len(children)
-                children.append({})
-                at.append(state)
-                end.append(False)
-            node = nxt
-        end[node] = True
-    edges = list(fixed)
-    accepting = list(fixed_acc)
-    blocks = [fixed_rows]  # the edges as (src, lo, hi, dst) rows too, for the rule builder
-    sizes = []
-    kid_rows = []
-    for node, kids in enumerate(children):
-        y = at[node]
-        own = boundary if y == r else fixed[y]
-        if len(kids) == 1:  # most nodes: inside one key
-            (b, kid), = kids.items()
-            dev, places, rows = _deviation(y, own, (b,))
-            p = places[0]
-            edges.append(dev[:p] + ((b, b, base + kid),) + dev[p:])
-            kid_rows += (base + node, b, b, base + kid)
-            blocks.append(rows)
-            sizes.append(len(dev))
-            accepting.append(y == r and not end[node])
-            continue
-        bytes_ = tuple(sorted(kids))
-        dev, places, rows = _deviation(y, own, bytes_)
-        if bytes_:
-            out = []
-            prev = 0
-            for p, b in zip(places, bytes_):
-                out += dev[prev:p]
-                out.append((b, b, base + kids[b]))
-                kid_rows += (base + node, b, b, base + kids[b])
-                prev = p
-            out += dev[prev:]
-            edges.append(tuple(out))
-        else:
-            edges.append(dev)
-        blocks.append(rows)
-        sizes.append(len(dev))
-        accepting.append(y == r and not end[node])
-    dev_rows = np.concatenate(blocks[1:])
-    src = np.repeat(np.arange(base, base + len(children), dtype=np.int32), sizes)
-    rows = np.concatenate([fixed_rows, np.column_stack([src, dev_rows]),
-                           np.array(kid_rows, dtype=np.int32).reshape(-1, 4)])
-    a = Automaton(base, tuple(edges), tuple(accepting),
-                  label=f"keys other than {len(set(words))}")
-    object.__setattr__(a, "_rows", (rows, [s for s, acc in enumerate(accepting) if acc]))
-    return a
+    status, rows, acc = key_complement_rows(np.frombuffer(data, dtype=np.uint8), ends, r,
+                                            fx_ptr, fx_rows, bd_rows, base)
+    if status < 0:  # not UTF-8 text: encode_text never writes it
+        return None
+    return RowsAutomaton(base, np.concatenate([fixed_rows, rows]),
+                         fixed_acc + tuple(acc.astype(bool).tolist()),
+                         label=f"keys other than {len(set(words))}")

@@ -1036,3 +1036,117 @@ def split_runs(bounds, trans, calls, call_syms, call_rows, n_rules, run_bytes):
             rows[3 * i + 2] = call_rows[3 * r + 2]
             i += 1
     return 0, bounds2, trans2, rows, src, run, dst
+
+
+# --------------------------------------------------------------------------- key complements
+
+
+@nb.njit(cache=True, nogil=True)
+def key_complement_rows(data, ends, r, fx_ptr, fx_rows, bd_rows, base):
+    """The trie states of a key complement (see grammask.grammar.json_strings.keys_outside):
+    the keys' canonical bytes ``data`` (key i ends at ``ends[i]``), over the tail automaton
+    whose state ``y`` has the edges ``fx_rows[fx_ptr[y]:fx_ptr[y + 1]]`` (lo, hi, target) and
+    whose character loop ``r`` has ``bd_rows`` at a character boundary.
+
+    Trie node ``v`` is state ``base + v``: its child bytes lead to the children, its other
+    bytes to where its tail state would go. Returns (status, rows int32[m, 4] sorted by
+    source then byte, accepting int8[n_nodes]); status -1 when a key byte is not UTF-8 text
+    at its place."""
+    cap = data.shape[0] + 1
+    first = np.full(cap, -1, dtype=np.int32)  # each node's children, sorted by byte
+    sib = np.full(cap, -1, dtype=np.int32)
+    byte = np.zeros(cap, dtype=np.int32)
+    at = np.empty(cap, dtype=np.int32)  # the tail state of each node
+    end = np.zeros(cap, dtype=np.bool_)
+    at[0] = r
+    n = 1
+    w0 = 0
+    for w in range(ends.shape[0]):
+        node = 0
+        for i in range(w0, ends[w]):
+            b = np.int32(data[i])
+            prev = -1
+            c = first[node]
+            while c >= 0 and byte[c] < b:
+                prev = c
+                c = sib[c]
+            if c < 0 or byte[c] != b:
+                y = at[node]
+                state = -1
+                if y == r and b < 0x80:
+                    state = r  # a whole character (the special ones start with a backslash)
+                else:
+                    for j in range(fx_ptr[y], fx_ptr[y + 1]):
+                        if fx_rows[j, 0] <= b <= fx_rows[j, 1]:
+                            state = fx_rows[j, 2]
+                            break
+                if state < 0:
+                    return -1, np.zeros((0, 4), dtype=np.int32), np.zeros(0, dtype=np.int8)
+                new = n
+                n += 1
+                byte[new] = b
+                at[new] = state
+                sib[new] = c
+                if prev < 0:
+                    first[node] = new
+                else:
+                    sib[prev] = new
+                c = new
+            node = c
+        end[node] = True
+        w0 = ends[w]
+    # rows: a node's tail edges cut around its child bytes, the child edges in between
+    m = 0
+    for v in range(n):
+        k = 0
+        c = first[v]
+        while c >= 0:
+            k += 1
+            c = sib[c]
+        src_n = bd_rows.shape[0] if at[v] == r else fx_ptr[at[v] + 1] - fx_ptr[at[v]]
+        m += src_n + 2 * k
+    rows = np.empty((m, 4), dtype=np.int32)
+    acc = np.zeros(n, dtype=np.int8)
+    m = 0
+    for v in range(n):
+        y = at[v]
+        if y == r:
+            src = bd_rows
+        else:
+            src = fx_rows[fx_ptr[y]:fx_ptr[y + 1]]
+        c = first[v]
+        for j in range(src.shape[0]):
+            lo = src[j, 0]
+            hi = src[j, 1]
+            t = src[j, 2]
+            while c >= 0 and byte[c] <= hi:
+                b = byte[c]
+                if b >= lo:
+                    if b > lo:
+                        rows[m, 0] = base + v
+                        rows[m, 1] = lo
+                        rows[m, 2] = b - 1
+                        rows[m, 3] = t
+                        m += 1
+                    lo = b + 1
+                rows[m, 0] = base + v
+                rows[m, 1] = b
+                rows[m, 2] = b
+                rows[m, 3] = base + c
+                m += 1
+                c = sib[c]
+            if lo <= hi:
+                rows[m, 0] = base + v
+                rows[m, 1] = lo
+                rows[m, 2] = hi
+                rows[m, 3] = t
+                m += 1
+        while c >= 0:  # a child byte past every tail edge (not reached for UTF-8 text)
+            rows[m, 0] = base + v
+            rows[m, 1] = byte[c]
+            rows[m, 2] = byte[c]
+            rows[m, 3] = base + c
+            m += 1
+            c = sib[c]
+        acc[v] = 1 if y == r and not end[v] else 0
+    return 0, rows[:m], acc
