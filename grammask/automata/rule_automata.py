@@ -474,8 +474,12 @@ def _post_order(start: str, refs: dict[str, list[str]]) -> list[str]:
 
 def _derivable(t: _Tables, use_bytes: bool) -> np.ndarray:
     """bool[n_rules]: which rules derive some string (``use_bytes``) or the empty string."""
-    return derivable(t.trans, t.flags & F_ACCEPT, t.call_ptr, t.call_rule, t.call_dst,
-                     t.rule_start, use_bytes).astype(bool)
+    e_src, e_dst = (t.edge_src, t.edge_dst) if use_bytes else (_NO_EDGES, _NO_EDGES)
+    return derivable(t.trans.shape[0], t.flags & F_ACCEPT, t.call_ptr, t.call_rule,
+                     t.call_dst, t.rule_start, e_src, e_dst).astype(bool)
+
+
+_NO_EDGES = np.zeros(0, dtype=np.int64)
 
 
 def _live_rules(dfas: list[RuleDfa], start: int, n_rules: int) -> list[int]:
@@ -607,6 +611,10 @@ class _Tables:
     call_rule: np.ndarray  # int32[n_calls]
     call_dst: np.ndarray  # int32[n_calls]
     rule_start: np.ndarray  # int32[n_rules]
+    # the byte edges as (source, target) lists, one per merged range (for the Horn passes:
+    # a few per state where the table has one entry per class)
+    edge_src: np.ndarray  # int64[n_edges]
+    edge_dst: np.ndarray  # int64[n_edges]
 
 
 def _layout(dfas: list[RuleDfa], runs: _Runs) -> tuple[_Tables, tuple | None]:
@@ -635,6 +643,8 @@ def _layout(dfas: list[RuleDfa], runs: _Runs) -> tuple[_Tables, tuple | None]:
         runs.tag if run_edges is not None else _NO_TAG,
     )
     accept = np.concatenate([d.accept for d in dfas])
+    rows = np.concatenate([d.rows for d in dfas]).reshape(-1, 4)
+    shift = np.repeat(base[:-1], [len(d.rows) // 4 for d in dfas])
     flags = (np.where(accept, F_ACCEPT, 0) | np.where(has_bytes, F_BYTES, 0)
              | np.where(np.diff(call_ptr) > 0, F_CALLS, 0)).astype(np.int32)
     return _Tables(
@@ -647,6 +657,8 @@ def _layout(dfas: list[RuleDfa], runs: _Runs) -> tuple[_Tables, tuple | None]:
         call_rule=call_rule,
         call_dst=call_dst,
         rule_start=base[:-1].astype(np.int32),  # every rule DFA starts at its state 0
+        edge_src=rows[:, 0] + shift,
+        edge_dst=rows[:, 3] + shift,
     ), run_edges
 
 

@@ -710,37 +710,22 @@ def _result(status, bounds, trans, acc, call_syms, ctab):
 
 
 @nb.njit(cache=True, nogil=True)
-def derivable(trans, accept, call_ptr, call_rule, call_dst, rule_start, use_bytes):
-    """Which rules derive a string (``use_bytes``) or the empty string (not ``use_bytes``),
-    over the rule DFAs numbered into one table (``trans[n_states, n_classes]``, call edges
-    in CSR form). A state derives when it accepts, or has a byte edge (if ``use_bytes``) to a
+def derivable(n, accept, call_ptr, call_rule, call_dst, rule_start, e_src, e_dst):
+    """Which rules derive a string (given the byte edges ``e_src[i] -> e_dst[i]``) or the
+    empty string (given none), over the rule DFAs numbered into one table of ``n`` states
+    (call edges in CSR form). A state derives when it accepts, or has a byte edge to a
     deriving state, or a call edge to a deriving state whose called rule derives: a Horn
     propagation, linear in the number of edges. Returns int8[n_rules]."""
-    n, k = trans.shape
     n_rules = rule_start.shape[0]
     n_calls = call_rule.shape[0]
     rule_at = np.full(n, -1, dtype=np.int32)
     for r in range(n_rules):
         rule_at[rule_start[r]] = r
     # predecessors by byte edges (CSR by target)
-    rb_ptr = np.zeros(n + 1, dtype=np.int32)
-    if use_bytes:
-        for s in range(n):
-            for c in range(k):
-                t = trans[s, c]
-                if t >= 0:
-                    rb_ptr[t + 1] += 1
-        for t in range(n):
-            rb_ptr[t + 1] += rb_ptr[t]
-    rb_src = np.empty(rb_ptr[n], dtype=np.int32)
-    if use_bytes:
-        fill = rb_ptr[:n].copy()
-        for s in range(n):
-            for c in range(k):
-                t = trans[s, c]
-                if t >= 0:
-                    rb_src[fill[t]] = s
-                    fill[t] += 1
+    rb_ptr, rb_order = _csr(n, e_dst)
+    rb_src = np.empty(rb_order.shape[0], dtype=np.int32)
+    for j in range(rb_order.shape[0]):
+        rb_src[j] = e_src[rb_order[j]]
     # call edges: each fires when both its target state and its called rule derive
     call_src = np.empty(n_calls, dtype=np.int32)
     for s in range(n):
@@ -1019,10 +1004,12 @@ def split_runs(bounds, trans, calls, call_syms, call_rows, n_rules, run_bytes):
             bounds2[i] = b
             i += 1
     trans2 = np.empty((n, k2 - 1), dtype=np.int32)
+    old_col = np.empty(k2 - 1, dtype=np.int32)
     for c in range(k2 - 1):
-        o = cls[bounds2[c]]
-        for s in range(n):
-            trans2[s, c] = trans[s, o]
+        old_col[c] = cls[bounds2[c]]
+    for s in range(n):  # row by row: the tables are row-major
+        for c in range(k2 - 1):
+            trans2[s, c] = trans[s, old_col[c]]
     n_rows = 0
     for r in range(call_rows.shape[0] // 3):
         if call_rows[3 * r + 1] < n_rules:
