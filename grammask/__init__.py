@@ -19,7 +19,6 @@ from .errors import (
 )
 from .automata.tokenizer_info import TokenizerInfo, VocabType
 from .grammar.ir import Grammar
-from .llm_runtime import LLM
 from .automata.compiled_grammar import CompiledGrammar
 from .automata.compiler import GrammarCompiler
 from .automata.matcher import GrammarMatcher
@@ -33,6 +32,16 @@ from .mask_kernels.bitmask import (
 from .warmup import warmup
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # the bundled runtime is imported when first asked for: a grammar backend that only
+    # compiles grammars and fills masks does not pay for its imports at start-up
+    if name == "LLM":
+        from .llm_runtime import LLM
+
+        return LLM
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "warmup",
