@@ -65,10 +65,16 @@ from .ir import (
     EMPTY,
     NOTHING,
     Alt,
+    ByteSet,
+    CharSet,
+    Empty,
     Expr,
     Grammar,
+    Literal,
     Nothing,
     Ref,
+    Repeat,
+    Seq,
     alt,
     any_char,
     char_ranges,
@@ -1787,9 +1793,6 @@ def _not_in_set(words: list[str], tail: Expr | None = None, encoded: bool = Fals
 def _length_bounds(e: Expr) -> tuple[int | None, int | None]:
     """(min, max) length in characters of a decoded-text expression; None when unknown
     (automata) or, for max, unbounded."""
-    from .ir import Alt as _Alt
-    from .ir import ByteSet, CharSet, Empty, Literal, Repeat, Seq
-
     if isinstance(e, Empty):
         return 0, 0
     if isinstance(e, Literal):
@@ -1809,7 +1812,7 @@ def _length_bounds(e: Expr) -> tuple[int | None, int | None]:
             mn += a
             mx = None if mx is None or b is None else mx + b
         return mn, mx
-    if isinstance(e, _Alt):
+    if isinstance(e, Alt):
         bounds = [_length_bounds(i) for i in e.items]
         if any(a is None for a, _ in bounds):
             return None, None
@@ -1827,13 +1830,11 @@ def _length_bounds(e: Expr) -> tuple[int | None, int | None]:
 def _cap_repeats(e: Expr, limit: int) -> Expr | None:
     """``e`` with unbounded repetitions capped at one count, the largest that keeps every
     string within ``limit`` characters; None when impossible (automata inside)."""
-    from .ir import Alt as _Alt
-    from .ir import Repeat, Seq
 
     def cap(x: Expr, k: int) -> Expr:
         if isinstance(x, Seq):
             return seq([cap(i, k) for i in x.items])
-        if isinstance(x, _Alt):
+        if isinstance(x, Alt):
             return alt([cap(i, k) for i in x.items])
         if isinstance(x, Repeat):
             inner = cap(x.item, k)
