@@ -49,6 +49,14 @@ class Literal(Expr):
 
     data: bytes
 
+    # written out: the generated ones build a tuple per call, and the converters hash and
+    # compare literals at every node they build
+    def __hash__(self) -> int:
+        return hash(self.data)
+
+    def __eq__(self, other) -> bool:
+        return self is other or (type(other) is Literal and self.data == other.data)
+
 
 @dataclass(frozen=True, slots=True)
 class ByteSet(Expr):
@@ -156,6 +164,12 @@ class Ref(Expr):
     """Matches what the rule ``name`` matches."""
 
     name: str
+
+    def __hash__(self) -> int:  # written out, as Literal's
+        return hash(self.name)
+
+    def __eq__(self, other) -> bool:
+        return self is other or (type(other) is Ref and self.name == other.name)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -294,29 +308,42 @@ def lit(text: str | bytes) -> Expr:
 def seq(*items: Expr | Iterable[Expr]) -> Expr:
     """Concatenation, flattened: adjacent literals merge, Empty vanishes, Nothing absorbs."""
     flat: list[Expr] = []
+    run = None  # the bytes of adjacent literals not yet in flat
+    one = None  # the literal itself while the run is one literal
     for group in items:
         for item in ((group,) if isinstance(group, Expr) else group):
             t = type(item)
+            if t is Literal:
+                if run is None:
+                    run, one = item.data, item
+                else:
+                    run += item.data
+                    one = None
+                continue
             if t is Seq:
-                parts = item.items
-            elif t is Literal:
-                if flat and type(flat[-1]) is Literal:
-                    flat[-1] = Literal(flat[-1].data + item.data)
-                else:
-                    flat.append(item)
-                continue
-            elif t is Nothing:
-                return NOTHING
-            elif t is Empty:
-                continue
-            else:
-                flat.append(item)
-                continue
-            for part in parts:
-                if type(part) is Literal and flat and type(flat[-1]) is Literal:
-                    flat[-1] = Literal(flat[-1].data + part.data)
-                else:
+                for part in item.items:
+                    if type(part) is Literal:
+                        if run is None:
+                            run, one = part.data, part
+                        else:
+                            run += part.data
+                            one = None
+                        continue
+                    if run is not None:
+                        flat.append(one if one is not None else Literal(run))
+                        run = None
                     flat.append(part)
+                continue
+            if t is Empty:
+                continue
+            if t is Nothing:
+                return NOTHING
+            if run is not None:
+                flat.append(one if one is not None else Literal(run))
+                run = None
+            flat.append(item)
+    if run is not None:
+        flat.append(one if one is not None else Literal(run))
     if not flat:
         return EMPTY
     if len(flat) == 1:
