@@ -941,20 +941,36 @@ def scc_of_states(g):
     low = np.zeros(n, dtype=np.int32)
     on_stack = np.zeros(n, dtype=np.bool_)
     comp = np.full(n, -1, dtype=np.int32)
-    scratch = np.empty((3, n), dtype=np.int32)  # Tarjan stack, work stack (state, class)
+    scratch = np.empty((3, n), dtype=np.int32)  # Tarjan stack, work stack (state, next edge)
     cyclic = np.zeros(n, dtype=np.bool_)
     has_calls = np.zeros(n, dtype=np.bool_)
     self_loop = np.zeros(n, dtype=np.bool_)
+    # each state's successors by bytes, read from the table once (a state's classes mostly
+    # lead nowhere or to the state its neighbour class leads to: a run of one target is one
+    # entry); the walks below read these lists
+    n_classes = g[H_NCLASSES]
+    succ_ptr = np.zeros(n + 1, dtype=np.int32)
+    succ = np.empty(16 + 4 * n, dtype=np.int32)
+    m = 0
     for v in range(n):
-        row = g[H_TRANS] + v * g[H_NCLASSES]
-        for c in range(g[H_NCLASSES]):
-            if g[row + c] == v:
+        row = g[H_TRANS] + v * n_classes
+        last = -1
+        for c in range(n_classes):
+            w = g[row + c]
+            if w < 0 or w == last:
+                continue
+            last = w
+            if w == v:
                 self_loop[v] = True
-                break
+            if m == succ.shape[0]:
+                succ = _grow_to(succ, 2 * m)
+            succ[m] = w
+            m += 1
+        succ_ptr[v + 1] = m
     mark = np.zeros(n, dtype=np.int32)  # members of the piece being split carry its tag
     members = np.arange(n).astype(np.int32)
-    n_comp = _tarjan_piece(g, members, n, -1, mark, 0, index, low, on_stack, comp, scratch,
-                           cyclic, has_calls, self_loop, 0)
+    n_comp = _tarjan_piece(g, succ_ptr, succ, members, n, -1, mark, 0, index, low, on_stack,
+                           comp, scratch, cyclic, has_calls, self_loop, 0)
     size = np.zeros(n, dtype=np.int32)
     for v in range(n):
         size[comp[v]] += 1
@@ -977,8 +993,8 @@ def scc_of_states(g):
                 size = _grow_to(size, cap)
             # the first state (lowest number: nearest the rule's start) heads the loop; it
             # ends up alone, so every piece is smaller than the component
-            n_comp = _tarjan_piece(g, members, k, members[0], mark, tag, index, low,
-                                   on_stack, comp, scratch, cyclic, has_calls, self_loop,
+            n_comp = _tarjan_piece(g, succ_ptr, succ, members, k, members[0], mark, tag, index,
+                                   low, on_stack, comp, scratch, cyclic, has_calls, self_loop,
                                    n_comp)
             for i in range(k):
                 size[comp[members[i]]] += 1
@@ -1010,14 +1026,13 @@ def _grow_to(a, cap):
 
 
 @nb.njit(cache=True, nogil=True)
-def _tarjan_piece(g, members, n_members, header, mark, tag, index, low, on_stack, comp,
-                  scratch, cyclic, has_calls, self_loop, n_comp):
+def _tarjan_piece(g, succ_ptr, succ, members, n_members, header, mark, tag, index, low,
+                  on_stack, comp, scratch, cyclic, has_calls, self_loop, n_comp):
     """Tarjan's algorithm over the states ``members[:n_members]`` (those with ``mark == tag``),
-    ignoring edges into ``header`` (-1: none). Numbers the components found from ``n_comp``
-    on (``comp``, ``cyclic``, ``has_calls``) and returns the new count."""
+    ignoring edges into ``header`` (-1: none); the edges of state v are
+    ``succ[succ_ptr[v]:succ_ptr[v + 1]]``. Numbers the components found from ``n_comp`` on
+    (``comp``, ``cyclic``, ``has_calls``) and returns the new count."""
     n = g[H_NDENSE]
-    n_classes = g[H_NCLASSES]
-    trans = g[H_TRANS]
     stack = scratch[0]
     work_s = scratch[1]
     work_c = scratch[2]
@@ -1028,7 +1043,7 @@ def _tarjan_piece(g, members, n_members, header, mark, tag, index, low, on_stack
         if index[root] >= 0:
             continue
         work_s[0] = root
-        work_c[0] = 0
+        work_c[0] = succ_ptr[root]  # the next edge to look at, as a position in succ
         wt = 1
         index[root] = low[root] = counter
         counter += 1
@@ -1039,9 +1054,9 @@ def _tarjan_piece(g, members, n_members, header, mark, tag, index, low, on_stack
             v = work_s[wt - 1]
             c = work_c[wt - 1]
             descended = False
-            row = trans + v * n_classes
-            while c < n_classes:
-                w = g[row + c]
+            end = succ_ptr[v + 1]
+            while c < end:
+                w = succ[c]
                 c += 1
                 if w < 0 or w >= n or w == v or w == header or mark[w] != tag:
                     continue
@@ -1053,7 +1068,7 @@ def _tarjan_piece(g, members, n_members, header, mark, tag, index, low, on_stack
                     top += 1
                     on_stack[w] = True
                     work_s[wt] = w
-                    work_c[wt] = 0
+                    work_c[wt] = succ_ptr[w]
                     wt += 1
                     descended = True
                     break
