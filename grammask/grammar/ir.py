@@ -190,7 +190,6 @@ class Automaton(Expr):
     _rows: object = field(default=None, init=False, repr=False, compare=False)
 
 
-
 class RowsAutomaton(Automaton):
     """An :class:`Automaton` made from int32 ``(src, lo, hi, dst)`` rows (sorted by source
     state, then byte): the automaton builder reads the rows; ``edges`` is made from them
@@ -221,6 +220,7 @@ class RowsAutomaton(Automaton):
 
     def __reduce__(self):
         return RowsAutomaton, (self.start, self._rows[0], self.accepting, self.label)
+
 
 @dataclass(frozen=True)
 class Grammar:

@@ -310,16 +310,17 @@ __all__ = [
 
 # --------------------------------------------------------------------------- key complements
 
-_KEY_TAIL: list = []  # (fixed states, rest start, boundary deviation edges), built once
+_KEY_TAIL: list = []  # _key_tail's answer, built once
 _KEY_TAIL_LOCK = threading.Lock()
-_KEY_TAIL_ARRAYS: list = []
 
 
 def _key_tail():
     """The states every key complement ends in: ``json_char*`` (states 0..) and the
-    canonical escape spellings of the special characters (after them). Returns (edges,
-    accepting, rest start, the rest's edges at a character boundary with the backslash
-    leading to the escape spellings instead)."""
+    canonical escape spellings of the special characters (after them). Returns (accepting,
+    rest start, the edges as int32 (src, lo, hi, dst) rows) and, for the key-complement
+    kernel, (int64 state -> its first row, the rows' (lo, hi, dst) columns, the rest's edges
+    at a character boundary with the backslash leading to the escape spellings instead, as
+    (lo, hi, dst) rows)."""
     with _KEY_TAIL_LOCK:
         if _KEY_TAIL:
             return _KEY_TAIL[0]
@@ -353,19 +354,10 @@ def _key_tail():
             raise AssertionError("the backslash shares an edge in json_char*'s automaton")
         rows = np.array([(s, lo, hi, t) for s, es in enumerate(edges) for lo, hi, t in es],
                         dtype=np.int32).reshape(-1, 4)
-        _KEY_TAIL.append((tuple(edges), tuple(accepting), r, boundary, rows))
+        ptr = np.searchsorted(rows[:, 0], np.arange(len(edges) + 1)).astype(np.int64)
+        _KEY_TAIL.append((tuple(accepting), r, rows, ptr, np.ascontiguousarray(rows[:, 1:]),
+                          np.array(boundary, dtype=np.int32).reshape(-1, 3)))
         return _KEY_TAIL[0]
-
-
-def _key_tail_arrays():
-    """_key_tail's edges for the key-complement kernel: (int64 state -> first row, int32
-    (lo, hi, target) rows by state, the character loop's boundary edges as rows)."""
-    if not _KEY_TAIL_ARRAYS:
-        fixed, _, _, boundary, fixed_rows = _key_tail()
-        ptr = np.searchsorted(fixed_rows[:, 0], np.arange(len(fixed) + 1)).astype(np.int64)
-        bd = np.array(boundary, dtype=np.int32).reshape(-1, 3)
-        _KEY_TAIL_ARRAYS.append((ptr, np.ascontiguousarray(fixed_rows[:, 1:]), bd))
-    return _KEY_TAIL_ARRAYS[0]
 
 
 def keys_outside(words) -> Automaton | None:
@@ -378,14 +370,13 @@ def keys_outside(words) -> Automaton | None:
     form handles those)."""
     from ..mask_kernels.dfa_kernels import key_complement_rows
 
-    fixed, fixed_acc, r, boundary, fixed_rows = _key_tail()
-    fx_ptr, fx_rows, bd_rows = _key_tail_arrays()
+    fixed_acc, r, fixed_rows, fx_ptr, fx_rows, bd_rows = _key_tail()
     datas = [encode_text(w) for w in words]
     data = b"".join(datas)
     if b"\\" in data:
         return None
     ends = np.cumsum(np.array([len(d) for d in datas], dtype=np.int64))
-    base = len(fixed)
+    base = len(fixed_acc)
     status, rows, acc = key_complement_rows(np.frombuffer(data, dtype=np.uint8), ends, r,
                                             fx_ptr, fx_rows, bd_rows, base)
     if status < 0:  # not UTF-8 text: encode_text never writes it

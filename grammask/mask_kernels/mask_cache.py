@@ -1058,7 +1058,7 @@ def _tarjan_piece(g, succ_ptr, succ, members, n_members, header, mark, tag, inde
             while c < end:
                 w = succ[c]
                 c += 1
-                if w < 0 or w >= n or w == v or w == header or mark[w] != tag:
+                if w >= n or w == v or w == header or mark[w] != tag:
                     continue
                 if index[w] < 0:
                     work_c[wt - 1] = c
